@@ -1,0 +1,71 @@
+"""Attack objectives: what PGD maximizes, per sample.
+
+An objective factory takes the attacked model, the clean batch and its context, and returns a
+function ``x_adv -> (B,) losses`` to maximize. Anchors (clean embeddings) are computed once, on the
+clean batch, and detached.
+
+=============== ================================================== ==========================
+name            maximizes                                           context
+=============== ================================================== ==========================
+``ce``          cross-entropy of the zero-shot logits               ``labels``
+``kl``          KL(target || softmax(logits(x_adv)))                 ``target`` (B, C) probs
+``embedding-l2`` ||f(x_adv) - anchor||^2 (anchor = f(x) by default)  ``anchor`` (B, D) optional
+=============== ================================================== ==========================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+
+from mmt_ard.errors import UserError
+from mmt_ard.models.clip import ZeroShotClassifier
+from mmt_ard.registry import Registry
+
+ObjectiveFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+class ObjectiveFactory(Protocol):
+    def __call__(
+        self,
+        model: ZeroShotClassifier,
+        x: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        target: torch.Tensor | None = None,
+        anchor: torch.Tensor | None = None,
+    ) -> ObjectiveFn: ...
+
+
+OBJECTIVES: Registry[ObjectiveFactory] = Registry("attack objective")
+
+
+def kl_per_sample(target: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+    """``KL(p || q)`` per row for probabilities ``target`` (B, C) and log-probs ``log_q``; 0 log 0 = 0."""
+    return torch.special.xlogy(target, target).sum(-1) - (target * log_q).sum(-1)
+
+
+@OBJECTIVES.register("ce")
+def cross_entropy(model, x, labels=None, target=None, anchor=None) -> ObjectiveFn:  # type: ignore[no-untyped-def]
+    if labels is None:
+        raise UserError("the 'ce' attack objective needs labels")
+    return lambda xa: F.cross_entropy(model(xa).float(), labels, reduction="none")
+
+
+@OBJECTIVES.register("kl")
+def kl_to_target(model, x, labels=None, target=None, anchor=None) -> ObjectiveFn:  # type: ignore[no-untyped-def]
+    if target is None:
+        raise UserError("the 'kl' attack objective needs a target distribution")
+    target = target.detach().float()
+    return lambda xa: kl_per_sample(target, F.log_softmax(model(xa).float(), dim=-1))
+
+
+@OBJECTIVES.register("embedding-l2")
+def embedding_l2(model, x, labels=None, target=None, anchor=None) -> ObjectiveFn:  # type: ignore[no-untyped-def]
+    if anchor is None:
+        with torch.no_grad():
+            anchor = model.features(x)
+    anchor = anchor.detach().float()
+    return lambda xa: (model.features(xa).float() - anchor).pow(2).sum(-1)

@@ -1,0 +1,1 @@
+"""The ``mmt-ard`` command line: a thin layer over the library."""

@@ -1,0 +1,57 @@
+"""``mmt-ard evaluate``: the results table for one or more models."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mmt_ard.errors import UserError
+from mmt_ard.evaluation import EvalConfig, evaluate_models, markdown_table
+from mmt_ard.io import atomic_write_json, atomic_write_text
+from mmt_ard.models import ModelSpec, TextHeadCache, default_cache_dir, load_clip
+from mmt_ard.models.export import CONFIG
+from mmt_ard.training.loop import LoopConfig, resolve_device
+
+
+@dataclass
+class EvaluateConfig:
+    """Models by name (``name: {arch, pretrained, vision}``), what to measure, where to write."""
+
+    models: dict[str, ModelSpec] = field(default_factory=dict)
+    output: str = "runs/evaluate"
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    loop: LoopConfig = field(default_factory=LoopConfig)
+
+
+def parse_model_arg(text: str) -> tuple[str, ModelSpec]:
+    """``[NAME=]SPEC`` with SPEC ``ARCH[@PRETRAINED][,vision=PATH]`` or an export folder."""
+    name, _, spec = text.rpartition("=") if "=" in text.split(",")[0] else ("", "", text)
+    spec, _, vision = spec.partition(",vision=")
+    path = Path(spec)
+    if (path / CONFIG).is_file():
+        arch = json.loads((path / CONFIG).read_text()).get("arch")
+        if not arch:
+            raise UserError(f"{str(path / CONFIG)!r} names no 'arch'; pass ARCH@{spec} instead")
+        model = ModelSpec(arch=arch, pretrained=spec, vision=vision or None)
+    else:
+        arch, _, pretrained = spec.partition("@")
+        if not arch:
+            raise UserError(f"bad --model {text!r}; write NAME=ARCH[@WEIGHTS][,vision=PATH] or NAME=EXPORT_FOLDER")
+        model = ModelSpec(arch=arch, pretrained=pretrained or None, vision=vision or None)
+    return name or path.name or model.arch, model
+
+
+def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
+    """Evaluate every model; write ``results.json`` and ``results.md`` into ``cfg.output``."""
+    if not cfg.models:
+        raise UserError("no models to evaluate; pass --model NAME=ARCH@WEIGHTS (repeatable)")
+    cfg.eval.validate()
+    device = resolve_device(cfg.loop.device)
+    models = {name: load_clip(spec, device=device) for name, spec in cfg.models.items()}
+    results = evaluate_models(models, cfg.eval, heads=TextHeadCache(default_cache_dir()), device=device)
+    out = Path(cfg.output)
+    atomic_write_json(out / "results.json", results)
+    atomic_write_text(out / "results.md", markdown_table(results))
+    return results

@@ -1,0 +1,158 @@
+"""``mmt-ard``: pretrain, finetune, distill, evaluate, demo, list.
+
+Every training command takes ``--config PRESET``, ``--output DIR`` and ``key.path=value``
+overrides, and saves the resolved config beside its run. Bad input exits with code 2 and a
+one-line message that says what to fix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from mmt_ard.cli.common import add_run_args, build_config, print_summary, setup_logging
+from mmt_ard.errors import UserError
+
+log = logging.getLogger("mmt_ard")
+
+
+def _pretrain(args: argparse.Namespace) -> None:
+    from mmt_ard.training.pretrain import PretrainConfig, run_pretrain
+
+    cfg = build_config(PretrainConfig, args, [f"model.arch={args.arch}"] if args.arch else [])
+    print_summary(run_pretrain(cfg, resume=args.resume, overwrite=args.overwrite))
+
+
+def _finetune(args: argparse.Namespace) -> None:
+    from mmt_ard.training.finetune import FinetuneConfig, run_finetune
+
+    extra = [f"method={args.method}"] if args.method else []
+    if args.model:
+        from mmt_ard.cli.evaluate import parse_model_arg
+
+        spec = parse_model_arg(args.model)[1]
+        extra += [f"model.arch={spec.arch}", f"model.pretrained={spec.pretrained}", f"model.vision={spec.vision}"]
+    cfg = build_config(FinetuneConfig, args, extra)
+    print_summary(run_finetune(cfg, resume=args.resume, overwrite=args.overwrite))
+
+
+def _distill(args: argparse.Namespace) -> None:
+    from mmt_ard.distill.run import DistillConfig, run_distill
+
+    extra = []
+    for flag, key in (("student", "student"), ("teacher_clean", "teacher_clean"), ("teacher_adv", "teacher_adv")):
+        value = getattr(args, flag)
+        if value:
+            from mmt_ard.cli.evaluate import parse_model_arg
+
+            spec = parse_model_arg(value)[1]
+            extra += [f"{key}.arch={spec.arch}", f"{key}.pretrained={spec.pretrained}", f"{key}.vision={spec.vision}"]
+    if args.strategy:
+        extra.append(f"loss.strategy.name={args.strategy}")
+    if args.lora:
+        extra.append("lora.enabled=true")
+    cfg = build_config(DistillConfig, args, extra)
+    print_summary(run_distill(cfg, resume=args.resume, overwrite=args.overwrite))
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from mmt_ard.cli.evaluate import EvaluateConfig, parse_model_arg, run_evaluate
+
+    cfg = build_config(EvaluateConfig, args)
+    for text in args.model or []:
+        name, spec = parse_model_arg(text)
+        cfg.models[name] = spec
+    run_evaluate(cfg)
+    print((Path(cfg.output) / "results.md").read_text())
+    log.info("wrote %s/results.json and results.md", cfg.output)
+
+
+def _demo(args: argparse.Namespace) -> None:
+    from mmt_ard.cli.demo import run_demo
+
+    run_demo(args.output, quick=args.quick, force=args.force, device=args.device or "auto")
+
+
+def _list(args: argparse.Namespace) -> None:
+    from mmt_ard.attacks import OBJECTIVES
+    from mmt_ard.cli.common import PRESET_DIR
+    from mmt_ard.data import list_builtin_tasks
+    from mmt_ard.distill import STRATEGIES
+    from mmt_ard.models import BUILTIN_ARCHS
+    from mmt_ard.training.finetune import FINETUNE_METHODS
+
+    print("built-in architectures:", ", ".join(BUILTIN_ARCHS), "(plus every open_clip model)")
+    print("built-in datasets:")
+    for name, desc in list_builtin_tasks().items():
+        print(f"  builtin:{name:10s} {desc}")
+    print("weighting strategies:", ", ".join(STRATEGIES.names()))
+    print("fine-tuning methods:", ", ".join(FINETUNE_METHODS.names()))
+    print("attack objectives:", ", ".join(OBJECTIVES.names()))
+    print("presets:", ", ".join(sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mmt-ard", description=__doc__.split("\n")[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("pretrain", help="contrastive CLIP pretraining on image-caption data (the clean teacher)")
+    p.add_argument("--arch", help="open_clip architecture (config key model.arch)")
+    add_run_args(p)
+    p.set_defaults(fn=_pretrain)
+
+    p = sub.add_parser("finetune", help="fine-tune a CLIP vision tower: clean, tecoa, fare, pmg-aft")
+    p.add_argument("--method", help="clean | tecoa | fare | pmg-aft (config key method)")
+    p.add_argument("--model", help="starting model: ARCH[@WEIGHTS][,vision=PATH] or an export folder")
+    add_run_args(p)
+    p.set_defaults(fn=_finetune)
+
+    p = sub.add_parser("distill", help="MMT-ARD: distill a student from a clean and an adversarial teacher")
+    p.add_argument("--student", help="ARCH[@WEIGHTS][,vision=PATH] or an export folder")
+    p.add_argument("--teacher-clean", dest="teacher_clean", help="the clean teacher, same forms")
+    p.add_argument("--teacher-adv", dest="teacher_adv", help="the adversarial teacher, same forms")
+    p.add_argument("--strategy", help="confidence | adv-only | average | static | adaptive-norm")
+    p.add_argument("--lora", action="store_true", help="train LoRA adapters instead of the whole vision tower")
+    add_run_args(p)
+    p.set_defaults(fn=_distill)
+
+    p = sub.add_parser("evaluate", help="clean, robust and zero-shot accuracy -> results.json + results.md")
+    p.add_argument("--model", action="append", help="NAME=ARCH[@WEIGHTS][,vision=PATH] or NAME=EXPORT_FOLDER; repeat")
+    p.add_argument("--config", help="YAML preset")
+    p.add_argument("--output", help="folder for results.json and results.md")
+    p.add_argument("--device", help="auto (default), cpu, cuda")
+    p.add_argument("overrides", nargs="*", metavar="key.path=value", help="e.g. eval.limit=500 eval.eps=[1/255]")
+    p.set_defaults(fn=_evaluate)
+
+    p = sub.add_parser("demo", help="the whole paper pipeline on the built-in world, offline, on a CPU")
+    p.add_argument("--output", default="runs/demo", help="output folder (default runs/demo)")
+    p.add_argument("--quick", action="store_true", help="a reduced run in about 2 minutes (CI smoke test)")
+    p.add_argument("--force", action="store_true", help="redo every stage instead of reusing finished ones")
+    p.add_argument("--device", help="auto (default), cpu, cuda")
+    p.set_defaults(fn=_demo)
+
+    p = sub.add_parser("list", help="architectures, datasets, strategies, methods, presets")
+    p.set_defaults(fn=_list)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    try:
+        args.fn(args)
+    except UserError as e:
+        print(f"mmt-ard: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("mmt-ard: interrupted; finished checkpoints are kept (continue with --resume)", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

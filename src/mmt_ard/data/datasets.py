@@ -1,0 +1,351 @@
+"""Data sets named by spec strings: ``KIND:NAME[:key=value[,key=value...]]``.
+
+Examples::
+
+    builtin:shapes:split=test            # the built-in shapes world (see mmt_ard.data.world)
+    builtin:captions:split=train,n=2000  # image-caption pairs for CLIP pretraining
+    folder:/data/pets:split=test,classnames=/data/pets/classnames.txt,size=224
+
+Builders are registered by kind in :data:`DATASETS`; :func:`build_dataset` gives labelled images
+(with classnames and prompt templates for zero-shot evaluation) and :func:`build_caption_dataset`
+gives captioned images. Images are float tensors in [0, 1], never normalized: models normalize.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from torchvision.datasets.folder import IMG_EXTENSIONS
+from torchvision.transforms import functional as TF
+
+from mmt_ard.data import world
+from mmt_ard.errors import UserError
+from mmt_ard.registry import Registry
+
+log = logging.getLogger(__name__)
+
+_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_PATH_KINDS = frozenset({"folder"})  # kinds whose NAME is a path and may itself contain ':'
+_SPEC_FORM = "KIND:NAME[:key=value,...], e.g. builtin:shapes:split=test"
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A parsed data set spec; ``str(spec)`` gives the spec string back."""
+
+    kind: str
+    name: str
+    options: dict[str, str] = field(default_factory=dict, hash=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "options", dict(self.options))  # decouple from the caller's
+
+    @classmethod
+    def parse(cls, text: str) -> DatasetSpec:
+        """Parse ``KIND:NAME[:key=value,...]``; a :class:`UserError` on malformed text."""
+        text = text.strip()
+        kind, sep, rest = text.partition(":")
+        if not sep or not kind or not rest:
+            raise UserError(f"dataset spec {text!r} must look like {_SPEC_FORM}")
+        if kind in _PATH_KINDS:
+            # A path may contain ':'; the last ':' group holds options only if it parses as such.
+            head, sep, tail = rest.rpartition(":")
+            if sep and head and _is_option_group(tail):
+                return cls(kind, head, _parse_options(tail, text))
+            return cls(kind, rest)
+        name, sep, tail = rest.partition(":")
+        if not name:
+            raise UserError(f"dataset spec {text!r} has an empty NAME; expected {_SPEC_FORM}")
+        return cls(kind, name, _parse_options(tail, text) if sep else {})
+
+    def __str__(self) -> str:
+        if not self.options:
+            return f"{self.kind}:{self.name}"
+        group = ",".join(f"{key}={value}" for key, value in self.options.items())
+        return f"{self.kind}:{self.name}:{group}"
+
+
+def _is_option_group(group: str) -> bool:
+    """Whether ``group`` reads as ``key=value[,key=value...]``."""
+    try:
+        _parse_options(group, group)
+    except UserError:
+        return False
+    return True
+
+
+def _parse_options(group: str, text: str) -> dict[str, str]:
+    """``key=value,...`` to a dict; keys must be identifiers, values non-empty, no repeats."""
+    options: dict[str, str] = {}
+    for item in group.split(","):
+        key, sep, value = item.partition("=")
+        if not sep or not _KEY.fullmatch(key) or not value:
+            raise UserError(
+                f"bad option {item!r} in dataset spec {text!r}; options are key=value pairs "
+                "separated by commas, e.g. split=test,n=500"
+            )
+        if key in options:
+            raise UserError(f"option {key!r} is given twice in dataset spec {text!r}")
+        options[key] = value
+    return options
+
+
+def _check_options(spec: DatasetSpec, allowed: tuple[str, ...]) -> None:
+    unknown = sorted(set(spec.options) - set(allowed))
+    if unknown:
+        raise UserError(
+            f"unknown option(s) {', '.join(unknown)} for {spec.kind} data set {str(spec)!r}; "
+            f"valid options: {', '.join(allowed)}"
+        )
+
+
+def _int_option(spec: DatasetSpec, key: str, default: int, minimum: int | None = 1) -> int:
+    """Option ``key`` as an integer (at least ``minimum`` when given)."""
+    raw = spec.options.get(key)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise UserError(f"option {key}={raw!r} in {str(spec)!r} must be an integer") from None
+    if minimum is not None and value < minimum:
+        raise UserError(f"option {key}={value} in {str(spec)!r} must be at least {minimum}")
+    return value
+
+
+class LabeledImages(Dataset[tuple[torch.Tensor, int]]):
+    """Labelled images: ``ds[i]`` is ``(image (3, H, W) float in [0, 1], label)``.
+
+    ``classnames`` and ``templates`` serve zero-shot evaluation. Tensor-backed data sets (the
+    built-in kind) also expose the whole split as ``images_uint8`` (N, 3, H, W) so training
+    loops can batch by indexing; it is ``None`` where images are read from disk.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        classnames: list[str],
+        templates: list[str],
+        spec: str,
+        labels: torch.Tensor,
+        images_uint8: torch.Tensor | None = None,
+    ) -> None:
+        self.name = name
+        self.classnames = classnames
+        self.templates = templates
+        self.spec = spec
+        self.labels = labels  # (N,) int64
+        self.images_uint8 = images_uint8
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.image(index), int(self.labels[index])
+
+    def image(self, index: int) -> torch.Tensor:
+        """Image ``index`` as a float (3, H, W) tensor in [0, 1]."""
+        if self.images_uint8 is None:
+            raise NotImplementedError("a data set without images_uint8 must override image()")
+        return self.images_uint8[index].float().div_(255)
+
+
+class CaptionedImages(Dataset[tuple[torch.Tensor, str]]):
+    """Image-caption pairs: ``ds[i]`` is ``(image (3, H, W) float in [0, 1], caption)``."""
+
+    def __init__(
+        self, name: str, spec: str, images_uint8: torch.Tensor, captions: list[str]
+    ) -> None:
+        if len(images_uint8) != len(captions):
+            raise ValueError(f"{len(images_uint8)} images but {len(captions)} captions")
+        self.name = name
+        self.spec = spec
+        self.images_uint8 = images_uint8  # (N, 3, H, W) uint8
+        self.captions = captions
+
+    def __len__(self) -> int:
+        return len(self.captions)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, str]:
+        return self.images_uint8[index].float().div_(255), self.captions[index]
+
+
+Builder = Callable[[DatasetSpec, bool], LabeledImages | CaptionedImages]
+DATASETS: Registry[Builder] = Registry("dataset kind")
+
+
+def build_dataset(spec: str | DatasetSpec) -> LabeledImages:
+    """Labelled images for ``spec``, e.g. ``"builtin:shapes:split=test"``."""
+    spec = spec if isinstance(spec, DatasetSpec) else DatasetSpec.parse(spec)
+    dataset = DATASETS.get(spec.kind)(spec, False)
+    assert isinstance(dataset, LabeledImages)
+    log.info("data set %s: %d images, %d classes", spec, len(dataset), len(dataset.classnames))
+    return dataset
+
+
+def build_caption_dataset(spec: str | DatasetSpec) -> CaptionedImages:
+    """Captioned images for ``spec``; only ``builtin:captions`` provides captions."""
+    spec = spec if isinstance(spec, DatasetSpec) else DatasetSpec.parse(spec)
+    dataset = DATASETS.get(spec.kind)(spec, True)
+    assert isinstance(dataset, CaptionedImages)
+    log.info("caption data set %s: %d images", spec, len(dataset))
+    return dataset
+
+
+def list_builtin_tasks() -> dict[str, str]:
+    """Built-in task names with a one-line description each."""
+    return {name: info.description for name, info in world.TASKS.items()}
+
+
+def loader(
+    dataset: Dataset, batch_size: int, shuffle: bool = False, seed: int = 0, drop_last: bool = False
+) -> DataLoader:
+    """A single-process DataLoader whose shuffling order depends only on ``seed``."""
+    if batch_size <= 0:
+        raise UserError(f"batch size must be positive, got {batch_size}")
+    generator = torch.Generator().manual_seed(seed) if shuffle else None
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        generator=generator,
+        drop_last=drop_last,
+        num_workers=0,
+    )
+
+
+def _check_task_kind(info: world.TaskInfo, captions: bool) -> None:
+    """Captions only from captioned tasks, labels only from labelled ones."""
+    if captions == info.captioned:
+        return
+    if captions:
+        choices = [name for name, task in world.TASKS.items() if task.captioned]
+        problem = "has class labels, not captions; captions come from"
+    else:
+        choices = [name for name, task in world.TASKS.items() if not task.captioned]
+        problem = "is a caption corpus without class labels; labelled tasks"
+    raise UserError(
+        f"builtin:{info.name} {problem}: " + ", ".join(f"builtin:{name}" for name in choices)
+    )
+
+
+@DATASETS.register("builtin")
+def _build_builtin(spec: DatasetSpec, captions: bool) -> LabeledImages | CaptionedImages:
+    """The shapes world; options ``split`` (default: the task's first), ``n`` and ``seed``."""
+    _check_options(spec, ("split", "n", "seed"))
+    info = world.task_info(spec.name)
+    _check_task_kind(info, captions)
+    split = spec.options.get("split", next(iter(info.splits)))
+    n = _int_option(spec, "n", info.splits.get(split, 1))
+    data = world.generate(info.name, split, n, _int_option(spec, "seed", 0, minimum=None))
+    if captions:
+        assert data.captions is not None
+        return CaptionedImages(info.name, str(spec), data.images, list(data.captions))
+    return LabeledImages(
+        info.name, list(info.classnames), list(info.templates), str(spec), data.labels, data.images
+    )
+
+
+# The folder kind lives in its own section below: listing, checking and decoding files on disk.
+
+_IMAGE_SUFFIXES = frozenset(ext.lower() for ext in IMG_EXTENSIONS)
+
+
+class FolderImages(LabeledImages):
+    """Images read from disk, resized (shorter side) to ``size`` and centre-cropped."""
+
+    def __init__(
+        self,
+        name: str,
+        classnames: list[str],
+        templates: list[str],
+        spec: str,
+        files: list[tuple[Path, int]],
+        size: int,
+    ) -> None:
+        labels = torch.tensor([label for _, label in files], dtype=torch.long)
+        super().__init__(name, classnames, templates, spec, labels)
+        self.files = [path for path, _ in files]
+        self.size = size
+
+    def image(self, index: int) -> torch.Tensor:
+        path = self.files[index]
+        try:
+            with Image.open(path) as raw:
+                img = raw.convert("RGB")
+        except (OSError, ValueError, Image.DecompressionBombError) as err:
+            raise UserError(f"cannot read image {path}: {err}; remove or replace the file") from err
+        img = TF.center_crop(TF.resize(img, self.size), [self.size, self.size])
+        return TF.pil_to_tensor(img).float().div_(255)
+
+
+def _read_lines(path: str, what: str) -> list[str]:
+    """Non-empty, stripped lines of a user-given text file."""
+    try:
+        text = Path(path).expanduser().read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise UserError(f"cannot read the {what} file {path}: {err}") from err
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def _list_images(root: Path) -> tuple[list[str], list[tuple[Path, int]]]:
+    """Class folder names and (file, label) pairs; every non-hidden file must be an image."""
+    if not root.is_dir():
+        raise UserError(f"dataset folder {root} does not exist or is not a directory")
+    folders = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not folders:
+        raise UserError(f"dataset folder {root} has no class subfolders; expected ROOT/CLASS/IMAGE")
+    files: list[tuple[Path, int]] = []
+    for label, folder in enumerate(folders):
+        found = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+        for path in found:
+            if path.suffix.lower() not in _IMAGE_SUFFIXES:
+                raise UserError(
+                    f"{path} is not an image (extension {path.suffix or 'none'!r}); class folders "
+                    f"may hold only {', '.join(sorted(_IMAGE_SUFFIXES))} files: move it elsewhere"
+                )
+        if not found:
+            raise UserError(f"class folder {folder} holds no images")
+        files.extend((path, label) for path in found)
+    return [d.name for d in folders], files
+
+
+@DATASETS.register("folder")
+def _build_folder(spec: DatasetSpec, captions: bool) -> LabeledImages | CaptionedImages:
+    """An ImageFolder-style tree: one subfolder per class (``split`` picks ROOT/SPLIT)."""
+    if captions:
+        raise UserError(
+            f"folder data sets have class labels, not captions: {str(spec)!r}; captions come "
+            "from builtin:captions"
+        )
+    _check_options(spec, ("split", "classnames", "templates", "size"))
+    base = Path(spec.name).expanduser()
+    root = base / spec.options["split"] if "split" in spec.options else base
+    folders, files = _list_images(root)
+    classnames = [f.replace("_", " ") for f in folders]
+    if "classnames" in spec.options:
+        classnames = _read_lines(spec.options["classnames"], "classnames")
+        if len(classnames) != len(folders):
+            raise UserError(
+                f"classnames file {spec.options['classnames']} has {len(classnames)} names but "
+                f"{root} has {len(folders)} class folders; give one name per folder, in sorted "
+                "folder order"
+            )
+    templates = ["a photo of a {}."]
+    if "templates" in spec.options:
+        templates = _read_lines(spec.options["templates"], "templates")
+        bad = [t for t in templates if "{}" not in t]
+        if bad or not templates:
+            raise UserError(
+                f"templates file {spec.options['templates']} needs one template per line, each "
+                f"with a '{{}}' for the class name; bad lines: {bad}"
+            )
+    size = _int_option(spec, "size", 224)
+    return FolderImages(base.name, classnames, templates, str(spec), files, size)

@@ -1,0 +1,97 @@
+"""``mmt-ard distill``: build the three models, train the task, export the student."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from mmt_ard.data import build_dataset
+from mmt_ard.distill.lora import LoraConfig, apply_lora, is_lora, merged_copy, save_adapters
+from mmt_ard.distill.task import DistillationTask, InnerAttackConfig, LossConfig
+from mmt_ard.evaluation import EvalConfig, evaluate_model
+from mmt_ard.io import atomic_write_json
+from mmt_ard.models import ModelSpec, TextHeadCache, ZeroShotClassifier, default_cache_dir, load_clip
+from mmt_ard.models.export import export_open_clip
+from mmt_ard.training.batches import batch_indices, labeled_batch
+from mmt_ard.training.finetune import validation_eval
+from mmt_ard.training.loop import LoopConfig, resolve_device, train
+from mmt_ard.training.optim import OptimConfig, cosine_lr_factor
+from mmt_ard.training.run import RunDir
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DistillConfig:
+    """Everything ``mmt-ard distill`` reads; each component gets only its own section."""
+
+    student: ModelSpec = field(default_factory=lambda: ModelSpec(arch="mmt-vit-s"))
+    teacher_clean: ModelSpec = field(default_factory=lambda: ModelSpec(arch="mmt-vit-t"))
+    teacher_adv: ModelSpec = field(default_factory=lambda: ModelSpec(arch="mmt-vit-t"))
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    data: str = "builtin:shapes:split=train"
+    output: str = "runs/distill"
+    attack: InnerAttackConfig = field(default_factory=InnerAttackConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(steps=300, batch_size=64, lr=5e-4))
+    loop: LoopConfig = field(default_factory=lambda: LoopConfig(eval_every=100, checkpoint_every=100))
+    eval: EvalConfig = field(default_factory=validation_eval)
+
+
+def build_task(cfg: DistillConfig, device: torch.device, heads: TextHeadCache) -> DistillationTask:
+    """Load student and teachers, give each its own zero-shot head, and assemble the task."""
+    ds = build_dataset(cfg.data)
+
+    def classifier(spec: ModelSpec) -> ZeroShotClassifier:
+        clip = load_clip(spec, device=device)
+        return ZeroShotClassifier(clip, heads.head(clip, ds.classnames, ds.templates)).to(device)
+
+    student = classifier(cfg.student)
+    student.clip.model.requires_grad_(False)
+    if cfg.lora.enabled:
+        apply_lora(student.clip, cfg.lora)
+    else:
+        student.clip.visual.requires_grad_(True)
+    warmup = int(round(cfg.optim.warmup * cfg.optim.steps))
+    return DistillationTask(
+        student, classifier(cfg.teacher_clean), classifier(cfg.teacher_adv), cfg.attack, cfg.loss,
+        seed=cfg.loop.seed, precision=cfg.loop.precision,
+        lr_scale=lambda step: cosine_lr_factor(step, cfg.optim.steps, warmup, cfg.optim.min_lr_ratio),
+    ).to(device)
+
+
+def run_distill(cfg: DistillConfig, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
+    """Distill; export ``OUTPUT/student`` (open_clip format, LoRA merged) and ``OUTPUT/adapters``."""
+    cfg.optim.validate()
+    cfg.eval.validate()
+    device = resolve_device(cfg.loop.device)
+    torch.manual_seed(cfg.loop.seed)
+    heads = TextHeadCache(default_cache_dir())
+    task = build_task(cfg, device, heads)
+    ds = build_dataset(cfg.data)
+    run = RunDir(cfg.output, cfg, resume=resume, overwrite=overwrite)
+    clip = task.student.clip
+
+    def batches(step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = labeled_batch(ds, batch_indices(len(ds), cfg.optim.batch_size, cfg.loop.seed, step))
+        return x.to(device), y.to(device)
+
+    def validate(step: int) -> dict[str, Any]:
+        res = evaluate_model(clip, cfg.eval, heads=heads, name="val", device=device)
+        return {"acc": res["acc"], **{f"racc/{k}": v for k, v in res["racc"].items()},
+                **{f"sum_acc/{k}": v for k, v in res["sum_acc"].items()}}
+
+    try:
+        metrics = train(task, batches, cfg.optim, cfg.loop, run, resume, validate, desc=f"distill {cfg.loss.strategy.name}")
+        export_open_clip(merged_copy(clip), run.path / "student")
+        if is_lora(clip):
+            save_adapters(clip, run.path / "adapters")
+    finally:
+        run.close()
+    summary = {"student": str(run.path / "student"), "arch": cfg.student.arch,
+               "strategy": cfg.loss.strategy.name, "lora": cfg.lora.enabled, **metrics}
+    atomic_write_json(run.path / "summary.json", summary)
+    return summary

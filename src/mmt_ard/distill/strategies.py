@@ -1,0 +1,204 @@
+"""Weighting strategies: how the two teachers' KL terms combine (METHOD.md section 3.1).
+
+Every strategy sees the logits of one step (:class:`DistillLogits`) and returns the
+distillation loss with its named parts. Shared notation, per sample i, temperature t::
+
+    L_clean_i = t^2 KL( softmax(z_Torg(x_i)/t)  || softmax(z_S(x_i)/t) )
+    L_adv_i   = t^2 KL( softmax(z_Tadv(x'_i)/t) || softmax(z_S(x'_i)/t) )
+    L_kd      = mean_i [ lambda_org w_clean_i L_clean_i + lambda_adv w_adv_i L_adv_i ]
+
+Strategies differ in ``w`` (``average`` instead distills one mixed target on x'). Weights are
+always detached. A stateful strategy (``adaptive-norm``) saves its state with the checkpoint.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from mmt_ard.attacks import kl_per_sample
+from mmt_ard.errors import ConfigError
+from mmt_ard.registry import Registry
+
+
+@dataclass
+class DistillLogits:
+    """The logits of one step (all (B, C)) and the loss settings."""
+
+    student_clean: torch.Tensor  # z_S(x)
+    student_adv: torch.Tensor  # z_S(x')
+    teacher_clean: torch.Tensor  # z_Torg(x)
+    teacher_adv: torch.Tensor  # z_Tadv(x')
+    temperature: float = 1.0
+    lambda_adv: float = 3.0
+    lambda_org: float = 0.5
+    lr_scale: float = 1.0  # current LR / base LR, for strategies whose step size decays with it
+
+
+def kd_kl(teacher_logits: torch.Tensor, student_logits: torch.Tensor, t: float) -> torch.Tensor:
+    """Per-sample ``t^2 KL(softmax(teacher/t) || softmax(student/t))`` (B,), teacher first."""
+    p = F.softmax(teacher_logits.float() / t, dim=-1)
+    return kl_per_sample(p, F.log_softmax(student_logits.float() / t, dim=-1)) * (t * t)
+
+
+def confidence(logits: torch.Tensor) -> torch.Tensor:
+    """``max_c softmax(z)_c`` per sample (eq. 3), detached."""
+    return F.softmax(logits.detach().float(), dim=-1).max(dim=-1).values
+
+
+@dataclass
+class ConfidenceOptions:
+    """DIW (eqs. 3-6): ``w_adv = sigmoid(slope * (conf_adv / (conf_org + 1e-5) - offset))``."""
+
+    slope: float = 5.0
+    offset: float = 1.0  # equal teacher confidence gives equal weights
+
+
+@dataclass
+class StaticOptions:
+    """Fixed ``(w_adv, w_clean) = (a, 1 - a)``."""
+
+    a: float = 0.5
+
+
+@dataclass
+class AdaptiveNormOptions:
+    """MTARD's adaptive normalization: ``eta`` (decayed with the LR) and the power ``beta``."""
+
+    eta: float = 0.025
+    beta: float = 1.0
+
+
+@dataclass
+class StrategyConfig:
+    """``name`` picks the strategy; each strategy reads only its own options section."""
+
+    name: str = "confidence"
+    confidence: ConfidenceOptions = field(default_factory=ConfidenceOptions)
+    static: StaticOptions = field(default_factory=StaticOptions)
+    adaptive_norm: AdaptiveNormOptions = field(default_factory=AdaptiveNormOptions)
+
+
+class WeightingStrategy(ABC):
+    """Turns one step's logits into the distillation loss and its named terms."""
+
+    def __call__(self, z: DistillLogits) -> dict[str, torch.Tensor]:
+        l_clean = kd_kl(z.teacher_clean, z.student_clean, z.temperature)  # (B,)
+        l_adv = kd_kl(z.teacher_adv, z.student_adv, z.temperature)  # (B,)
+        w_adv, w_clean = self.weights(z, l_clean, l_adv)
+        w_adv, w_clean = w_adv.detach(), w_clean.detach()
+        loss = (z.lambda_org * w_clean * l_clean + z.lambda_adv * w_adv * l_adv).mean()
+        return {"loss_kd": loss, "kl_clean": l_clean.mean(), "kl_adv": l_adv.mean(),
+                "w_adv": w_adv.mean(), "w_clean": w_clean.mean()}
+
+    @abstractmethod
+    def weights(
+        self, z: DistillLogits, l_clean: torch.Tensor, l_adv: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-sample ``(w_adv, w_clean)``, each (B,)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+STRATEGIES: Registry[type[WeightingStrategy]] = Registry("weighting strategy")
+
+
+@STRATEGIES.register("adv-only")
+class AdvOnly(WeightingStrategy):
+    """The single-teacher baseline: only the adversarial teacher on x'."""
+
+    def __init__(self, cfg: StrategyConfig) -> None:
+        pass
+
+    def weights(self, z, l_clean, l_adv):  # type: ignore[no-untyped-def]
+        return torch.ones_like(l_adv), torch.zeros_like(l_clean)
+
+
+@STRATEGIES.register("static")
+class Static(WeightingStrategy):
+    """Fixed weights for the whole run (Table 3 "Dual-KL", Table 4 sweep)."""
+
+    def __init__(self, cfg: StrategyConfig) -> None:
+        if not 0.0 <= cfg.static.a <= 1.0:
+            raise ConfigError(f"strategy.static.a must be in [0, 1], got {cfg.static.a}")
+        self.a = cfg.static.a
+
+    def weights(self, z, l_clean, l_adv):  # type: ignore[no-untyped-def]
+        return torch.full_like(l_adv, self.a), torch.full_like(l_clean, 1.0 - self.a)
+
+
+@STRATEGIES.register("confidence")
+class Confidence(WeightingStrategy):
+    """Dynamic importance weighting from the teachers' confidences (eqs. 3-6)."""
+
+    def __init__(self, cfg: StrategyConfig) -> None:
+        self.slope = cfg.confidence.slope
+        self.offset = cfg.confidence.offset
+
+    def weights(self, z, l_clean, l_adv):  # type: ignore[no-untyped-def]
+        rho = confidence(z.teacher_adv) / (confidence(z.teacher_clean) + 1e-5)  # eq. (4)
+        w_adv = torch.sigmoid(self.slope * (rho - self.offset))  # eq. (5)
+        return w_adv, 1.0 - w_adv  # eq. (6)
+
+
+@STRATEGIES.register("average")
+class Average(WeightingStrategy):
+    """Table 2 "Average": one KL on x' towards the mean of the two teachers' distributions.
+
+    The clean teacher's distribution is taken on x (its own input, as in every strategy); the
+    loss is ``lambda_adv * t^2 KL(mean target || softmax(z_S(x')/t))``, batch mean.
+    """
+
+    def __init__(self, cfg: StrategyConfig) -> None:
+        pass
+
+    def __call__(self, z: DistillLogits) -> dict[str, torch.Tensor]:
+        t = z.temperature
+        target = 0.5 * (F.softmax(z.teacher_adv.float() / t, -1) + F.softmax(z.teacher_clean.float() / t, -1))
+        l_mix = kl_per_sample(target.detach(), F.log_softmax(z.student_adv.float() / t, -1)) * (t * t)
+        half = torch.full((), 0.5, device=l_mix.device)
+        return {"loss_kd": z.lambda_adv * l_mix.mean(), "kl_mix": l_mix.mean(), "w_adv": half, "w_clean": half}
+
+    def weights(self, z, l_clean, l_adv):  # type: ignore[no-untyped-def]
+        raise NotImplementedError  # __call__ is overridden
+
+
+@STRATEGIES.register("adaptive-norm")
+class AdaptiveNorm(WeightingStrategy):
+    """MTARD (ECCV 2022): the path whose loss fell less (relative to step 1) gains weight."""
+
+    def __init__(self, cfg: StrategyConfig) -> None:
+        self.eta = cfg.adaptive_norm.eta
+        self.beta = cfg.adaptive_norm.beta
+        self.w_clean = 0.5
+        self.initial: tuple[float, float] | None = None  # (L0_clean, L0_adv)
+
+    def weights(self, z, l_clean, l_adv):  # type: ignore[no-untyped-def]
+        now = (float(l_clean.detach().mean()), float(l_adv.detach().mean()))
+        if self.initial is None:
+            self.initial = now
+        r_clean = (now[0] / max(self.initial[0], 1e-12)) ** self.beta
+        r_adv = (now[1] / max(self.initial[1], 1e-12)) ** self.beta
+        target = r_clean / max(r_clean + r_adv, 1e-12)
+        self.w_clean -= self.eta * z.lr_scale * (self.w_clean - target)
+        return torch.full_like(l_adv, 1.0 - self.w_clean), torch.full_like(l_clean, self.w_clean)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"w_clean": self.w_clean, "initial": list(self.initial) if self.initial else None}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.w_clean = float(state["w_clean"])
+        self.initial = tuple(state["initial"]) if state["initial"] is not None else None  # type: ignore[assignment]
+
+
+def build_strategy(cfg: StrategyConfig) -> WeightingStrategy:
+    """The strategy ``cfg.name`` with its own options."""
+    return STRATEGIES.get(cfg.name)(cfg)  # type: ignore[call-arg]

@@ -1,0 +1,140 @@
+"""The distillation task: student, frozen teachers, inner attack, loss and strategy in one module.
+
+One step (METHOD.md sections 2-3)::
+
+    x'      = PGD on the student (eval mode) within eps of x, objective `attack.objective`
+    z_Torg  = T_org(x),  z_Tadv = T_adv(x')          no grad, always eval mode
+    z_S, z_S' = S(x), S(x')                          train mode
+    loss    = strategy(z...) + gamma * mean KL( softmax(z_S).detach() || softmax(z_S') )
+
+Teachers are wrapped in :class:`~mmt_ard.models.frozen.Frozen`: ``task.train()`` never reaches
+them, so their BatchNorm statistics and weights cannot change. All comparisons between models
+are in class-logit space, so teachers and student may have different embedding sizes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mmt_ard.attacks import OBJECTIVES, PGDConfig, kl_per_sample, pgd
+from mmt_ard.distill.strategies import DistillLogits, StrategyConfig, build_strategy, confidence
+from mmt_ard.errors import ConfigError
+from mmt_ard.models.clip import ZeroShotClassifier
+from mmt_ard.models.frozen import Frozen
+from mmt_ard.training.batches import step_generator
+
+InnerObjective = Literal["embedding-l2", "kl-clean-teacher", "ce"]
+
+
+@dataclass
+class InnerAttackConfig(PGDConfig):
+    """The training attack on the student; defaults of METHOD.md section 2."""
+
+    objective: InnerObjective = "embedding-l2"
+    eps: float = 2 / 255
+    steps: int = 10
+    step_size: float | None = 1 / 255
+
+
+@dataclass
+class LossConfig:
+    """Outer-loss weights. ``gamma=0`` switches the cross-modal consistency term off."""
+
+    lambda_adv: float = 3.0
+    lambda_org: float = 0.5
+    temperature: float = 1.0
+    gamma: float = 0.5
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+
+    def validate(self) -> None:
+        if self.temperature <= 0:
+            raise ConfigError(f"loss.temperature must be positive, got {self.temperature}")
+        if min(self.lambda_adv, self.lambda_org, self.gamma) < 0:
+            raise ConfigError("loss.lambda_adv, loss.lambda_org and loss.gamma must be >= 0")
+
+
+class DistillationTask(nn.Module):
+    """MMT-ARD: a student CLIP learns from a clean and an adversarial teacher."""
+
+    def __init__(
+        self,
+        student: ZeroShotClassifier,
+        teacher_clean: ZeroShotClassifier,
+        teacher_adv: ZeroShotClassifier,
+        attack: InnerAttackConfig,
+        loss: LossConfig,
+        seed: int = 0,
+        precision: str = "fp32",
+        lr_scale: Callable[[int], float] = lambda step: 1.0,
+    ) -> None:
+        super().__init__()
+        for name, t in (("clean", teacher_clean), ("adversarial", teacher_adv)):
+            if t.num_classes != student.num_classes:
+                raise ConfigError(f"the {name} teacher has {t.num_classes} classes, the student {student.num_classes}")
+        attack.validate()
+        loss.validate()
+        self.student = student
+        self.teacher_clean = Frozen(teacher_clean)
+        self.teacher_adv = Frozen(teacher_adv)
+        self.attack_cfg = attack
+        self.loss_cfg = loss
+        self.strategy = build_strategy(loss.strategy)
+        self.seed = seed
+        self.precision = precision
+        self.lr_scale = lr_scale
+
+    def named_trainable_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        return [(n, p) for n, p in self.student.named_parameters() if p.requires_grad]
+
+    def adversarial_examples(
+        self, x: torch.Tensor, y: torch.Tensor, teacher_clean_logits: torch.Tensor, gen: torch.Generator
+    ) -> torch.Tensor:
+        """The inner maximization on the student (eval mode inside :func:`pgd`)."""
+        kind = self.attack_cfg.objective
+        if kind == "embedding-l2":
+            objective = OBJECTIVES.get("embedding-l2")(self.student, x)
+        elif kind == "kl-clean-teacher":
+            target = F.softmax(teacher_clean_logits.float(), dim=-1)
+            objective = OBJECTIVES.get("kl")(self.student, x, target=target)
+        else:
+            objective = OBJECTIVES.get("ce")(self.student, x, labels=y)
+        return pgd(self.student, x, objective, self.attack_cfg, precision=self.precision, generator=gen)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
+        x, y = batch
+        with torch.no_grad():
+            t_clean = self.teacher_clean(x)  # (B, C)
+        x_adv = self.adversarial_examples(x, y, t_clean, step_generator(self.seed, step))
+        with torch.no_grad():
+            t_adv = self.teacher_adv(x_adv)  # (B, C)
+        s_clean, s_adv = self.student(x), self.student(x_adv)  # (B, C) each
+        cfg = self.loss_cfg
+        logits = DistillLogits(s_clean, s_adv, t_clean, t_adv, cfg.temperature, cfg.lambda_adv, cfg.lambda_org,
+                               lr_scale=self.lr_scale(step))
+        terms = self.strategy(logits)
+        cm = kl_per_sample(F.softmax(s_clean.detach().float(), -1), F.log_softmax(s_adv.float(), -1)).mean()
+        terms["loss_cm"] = cm
+        terms["loss"] = terms["loss_kd"] + cfg.gamma * cm if cfg.gamma > 0 else terms["loss_kd"]
+        terms["conf_adv"] = confidence(t_adv).mean()
+        terms["conf_org"] = confidence(t_clean).mean()
+        with torch.no_grad():
+            terms["student_acc_adv"] = (s_adv.argmax(-1) == y).float().mean()
+        return terms
+
+    def model_state(self) -> dict[str, torch.Tensor]:
+        return self.student.clip.model.state_dict()
+
+    def load_model_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.student.clip.model.load_state_dict(state)
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"strategy": self.strategy.state_dict()}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.strategy.load_state_dict(state.get("strategy", {}))

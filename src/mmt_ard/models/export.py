@@ -1,0 +1,51 @@
+"""Export a model in plain open_clip format, loadable without mmt-ard.
+
+The folder holds ``open_clip_model.safetensors`` (the full CLIP state dict) and
+``open_clip_config.json`` (``model_cfg`` + ``preprocess_cfg``), so both of these work with only
+open_clip installed::
+
+    open_clip.create_model("local-dir:EXPORT")
+    open_clip.create_model(ARCH, pretrained="EXPORT/open_clip_model.safetensors")  # ARCH known to open_clip
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import open_clip
+from safetensors.torch import save_file
+
+from mmt_ard.io import atomic_write_text, is_main_process
+from mmt_ard.models.archs import arch_config
+from mmt_ard.models.clip import PixelCLIP
+
+WEIGHTS = "open_clip_model.safetensors"
+CONFIG = "open_clip_config.json"
+
+
+def export_open_clip(clip: PixelCLIP, folder: str | Path) -> Path:
+    """Write ``clip`` to ``folder`` in open_clip's local-dir layout; returns the weights file."""
+    out = Path(folder)
+    weights = out / WEIGHTS
+    if not is_main_process():
+        return weights
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in clip.model.state_dict().items()}
+    tmp = out / f".{WEIGHTS}.tmp"
+    save_file(state, str(tmp), metadata={"arch": clip.arch, "format": "open_clip"})
+    tmp.replace(weights)
+    pre = open_clip.get_model_preprocess_cfg(clip.model)
+    config = {"model_cfg": arch_config(clip.arch), "preprocess_cfg": _plain(pre), "arch": clip.arch}
+    atomic_write_text(out / CONFIG, json.dumps(config, indent=2) + "\n")
+    return weights
+
+
+def _plain(cfg: dict) -> dict:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()}
+
+
+def resolve_weights(path: str | Path) -> Path:
+    """A weights file, given either the file or an export folder holding one."""
+    p = Path(path)
+    return p / WEIGHTS if p.is_dir() and (p / WEIGHTS).is_file() else p

@@ -1,0 +1,131 @@
+"""The one training loop behind pretrain, finetune and distill.
+
+A *task* (an ``nn.Module``) owns the models and the loss; the loop owns optimization,
+precision, logging, periodic validation and checkpoints. A task provides::
+
+    named_trainable_parameters() -> iterable of (name, parameter)
+    training_step(batch, step) -> dict of named scalar terms, "loss" among them
+    model_state() / load_model_state(state)      what a checkpoint saves of the models
+    extra_state() / load_extra_state(state)      e.g. a weighting strategy's running state
+
+``batches(step)`` returns the batch of a step (deterministic, see batches.py), so a run resumed
+from step k sees exactly the batches an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from tqdm.auto import tqdm
+
+from mmt_ard.errors import ConfigError, UserError
+from mmt_ard.training.checkpoint import load_training_state, save_training_state
+from mmt_ard.training.optim import OptimConfig, build_optimizer
+from mmt_ard.training.run import RunDir
+
+log = logging.getLogger(__name__)
+
+Precision = Literal["fp32", "bf16"]
+
+
+@dataclass
+class LoopConfig:
+    """How a run is driven. ``*_every=0`` means only at the end."""
+
+    seed: int = 0
+    device: str = "auto"
+    precision: Precision = "fp32"
+    log_every: int = 10
+    eval_every: int = 0
+    checkpoint_every: int = 0
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device cuda was asked for but no CUDA GPU is available; use device=cpu")
+    return device
+
+
+def autocast(device: torch.device, precision: Precision) -> torch.autocast:
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def _scalars(terms: dict[str, torch.Tensor]) -> dict[str, float]:
+    return {k: float(v.detach()) if isinstance(v, torch.Tensor) else float(v) for k, v in terms.items()}
+
+
+def train(
+    task: torch.nn.Module,
+    batches: Callable[[int], Any],
+    optim: OptimConfig,
+    loop: LoopConfig,
+    run: RunDir,
+    resume: bool = False,
+    validate: Callable[[int], dict[str, Any]] | None = None,
+    desc: str = "train",
+) -> dict[str, Any]:
+    """Train ``task`` for ``optim.steps`` steps; returns the last logged and validation metrics."""
+    device = resolve_device(loop.device)
+    opt, sched = build_optimizer(task.named_trainable_parameters(), optim)  # type: ignore[operator]
+    start = load_training_state(run.checkpoint, task, opt, sched) if resume else 0
+    if start:
+        log.info("resuming %s at step %d of %d", run.path, start, optim.steps)
+    params = [p for _, p in task.named_trainable_parameters()]  # type: ignore[operator]
+    last: dict[str, Any] = {}
+    val: dict[str, Any] = {}
+    bar = tqdm(range(start, optim.steps), desc=desc, initial=start, total=optim.steps, disable=None)
+    for step in bar:
+        t0 = time.perf_counter()
+        task.train()
+        batch = batches(step)
+        with autocast(device, loop.precision):
+            terms = task.training_step(batch, step)  # type: ignore[operator]
+        loss = terms["loss"]
+        if not torch.isfinite(loss):
+            raise UserError(
+                f"the loss became {float(loss)} at step {step}; lower optim.lr or use precision=fp32. "
+                f"The last checkpoint ({run.checkpoint}) is untouched"
+            )
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if optim.grad_clip > 0:
+            terms["grad_norm"] = torch.nn.utils.clip_grad_norm_(params, optim.grad_clip)
+        opt.step()
+        sched.step()
+        done = step + 1
+        if done % max(loop.log_every, 1) == 0 or done == optim.steps:
+            last = _scalars(terms)
+            last["lr"] = sched.get_last_lr()[0]
+            last["images_per_s"] = _batch_size(batch) / max(time.perf_counter() - t0, 1e-9)
+            run.metrics.log(done, last)
+            bar.set_postfix(loss=f"{last['loss']:.4f}")
+        if validate is not None and loop.eval_every and done % loop.eval_every == 0 and done < optim.steps:
+            val = validate(done)
+            run.metrics.log(done, val, prefix="val")
+        if loop.checkpoint_every and done % loop.checkpoint_every == 0:
+            save_training_state(run.checkpoint, done, task, opt, sched)
+    if start < optim.steps or not run.checkpoint.exists():
+        save_training_state(run.checkpoint, optim.steps, task, opt, sched)
+    if validate is not None:
+        val = validate(optim.steps)
+        run.metrics.log(optim.steps, val, prefix="val")
+    return {"train": last, "val": val}
+
+
+def _batch_size(batch: Any) -> int:
+    first = batch[0] if isinstance(batch, (tuple, list)) else batch
+    return int(first.shape[0]) if hasattr(first, "shape") else 0
+
+

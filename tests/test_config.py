@@ -1,0 +1,61 @@
+from dataclasses import dataclass, field
+
+import pytest
+
+from mmt_ard.config import from_dict, load_config, save_config, to_dict
+from mmt_ard.distill.run import DistillConfig
+from mmt_ard.errors import ConfigError
+
+
+@dataclass
+class Inner:
+    eps: float = 0.1
+    steps: int = 3
+    name: str | None = None
+
+
+@dataclass
+class Outer:
+    inner: Inner = field(default_factory=Inner)
+    flags: list[float] = field(default_factory=list)
+    on: bool = False
+
+
+def test_overrides_coerce_types_and_fractions():
+    cfg = load_config(Outer, overrides=["inner.eps=2/255", "inner.steps=7", "on=true", "flags=[1/255, 0.5]", "inner.name=none"])
+    assert cfg.inner.eps == pytest.approx(2 / 255)
+    assert cfg.inner.steps == 7 and cfg.on is True and cfg.inner.name is None
+    assert cfg.flags == pytest.approx([1 / 255, 0.5])
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [("inner.epss=1", "inner.epss"), ("inner.steps=abc", "inner.steps"), ("on=maybe", "on"), ("noequals", "key.path=value")],
+)
+def test_bad_overrides_name_the_problem(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(Outer, overrides=[override])
+
+
+def test_preset_then_override_and_roundtrip(tmp_path):
+    preset = tmp_path / "p.yaml"
+    preset.write_text("inner:\n  steps: 5\n  eps: 4/255\n")
+    cfg = load_config(Outer, preset, ["inner.steps=6"])
+    assert cfg.inner.steps == 6 and cfg.inner.eps == pytest.approx(4 / 255)
+    save_config(cfg, tmp_path / "out.yaml")
+    again = load_config(Outer, tmp_path / "out.yaml")
+    assert to_dict(again) == to_dict(cfg)
+
+
+def test_missing_preset_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(Outer, tmp_path / "nope.yaml")
+
+
+def test_distill_config_strategy_sections_are_typed():
+    cfg = load_config(DistillConfig, overrides=["loss.strategy.name=static", "loss.strategy.static.a=0.25", "attack.eps=4/255"])
+    assert cfg.loss.strategy.static.a == 0.25 and cfg.attack.eps == pytest.approx(4 / 255)
+    assert cfg.attack.objective == "embedding-l2"
+    with pytest.raises(ConfigError, match="attack.objective"):
+        load_config(DistillConfig, overrides=["attack.objective=nope"])
+    assert from_dict(DistillConfig, to_dict(cfg)) == cfg

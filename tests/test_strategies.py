@@ -1,0 +1,109 @@
+"""Each weighting strategy's loss on fixed logits equals a hand computation (METHOD.md 3.1)."""
+
+import math
+
+import pytest
+import torch
+
+from mmt_ard.distill import STRATEGIES, DistillLogits, StrategyConfig, build_strategy, kd_kl
+from mmt_ard.distill.strategies import AdaptiveNormOptions, ConfidenceOptions, StaticOptions
+
+# two samples, three classes
+S_CLEAN = [[1.0, 0.0, -1.0], [0.0, 2.0, 0.0]]
+S_ADV = [[0.0, 0.0, 0.0], [1.0, 0.5, 0.0]]
+T_CLEAN = [[2.0, 0.0, 0.0], [0.0, 3.0, 1.0]]
+T_ADV = [[0.5, 0.0, 0.0], [0.0, 1.0, 1.0]]
+
+
+def softmax(z, t=1.0):
+    e = [math.exp(v / t) for v in z]
+    return [v / sum(e) for v in e]
+
+
+def kl(p_logits, q_logits, t=1.0):
+    """KL(softmax(p/t) || softmax(q/t)) * t^2, written out."""
+    p, q = softmax(p_logits, t), softmax(q_logits, t)
+    return t * t * sum(pi * (math.log(pi) - math.log(qi)) for pi, qi in zip(p, q))
+
+
+def logits(**kw) -> DistillLogits:
+    T = torch.tensor
+    return DistillLogits(T(S_CLEAN), T(S_ADV), T(T_CLEAN), T(T_ADV), **kw)
+
+
+def expected(w_adv, w_clean, la=3.0, lo=0.5, t=1.0):
+    rows = [lo * w_clean[i] * kl(T_CLEAN[i], S_CLEAN[i], t) + la * w_adv[i] * kl(T_ADV[i], S_ADV[i], t) for i in range(2)]
+    return sum(rows) / 2
+
+
+def test_kd_kl_direction_reduction_and_temperature():
+    got = kd_kl(torch.tensor(T_CLEAN), torch.tensor(S_CLEAN), 2.0)
+    assert got.shape == (2,)
+    for i in range(2):
+        assert got[i].item() == pytest.approx(kl(T_CLEAN[i], S_CLEAN[i], 2.0), rel=1e-5)
+        assert got[i].item() != pytest.approx(kl(S_CLEAN[i], T_CLEAN[i], 2.0), rel=1e-3)  # teacher first
+
+
+def test_confidence_weights_follow_eqs_3_to_6():
+    cfg = StrategyConfig(name="confidence", confidence=ConfidenceOptions(slope=5.0, offset=1.0))
+    out = build_strategy(cfg)(logits())
+    w_adv = []
+    for i in range(2):
+        rho = max(softmax(T_ADV[i])) / (max(softmax(T_CLEAN[i])) + 1e-5)
+        w_adv.append(1 / (1 + math.exp(-5.0 * (rho - 1.0))))
+    w_clean = [1 - w for w in w_adv]
+    assert out["loss_kd"].item() == pytest.approx(expected(w_adv, w_clean), rel=1e-5)
+    assert out["w_adv"].item() == pytest.approx(sum(w_adv) / 2, rel=1e-5)
+    assert out["w_clean"].item() == pytest.approx(sum(w_clean) / 2, rel=1e-5)
+
+
+def test_confidence_equal_teachers_give_equal_weights():
+    z = logits()
+    z.teacher_adv = z.teacher_clean.clone()
+    out = build_strategy(StrategyConfig(name="confidence"))(z)
+    assert out["w_adv"].item() == pytest.approx(0.5, abs=1e-4)
+
+
+def test_adv_only_and_static():
+    out = build_strategy(StrategyConfig(name="adv-only"))(logits())
+    assert out["loss_kd"].item() == pytest.approx(expected([1, 1], [0, 0]), rel=1e-5)
+    cfg = StrategyConfig(name="static", static=StaticOptions(a=0.25))
+    out = build_strategy(cfg)(logits(lambda_adv=2.0, lambda_org=1.0, temperature=3.0))
+    assert out["loss_kd"].item() == pytest.approx(expected([0.25] * 2, [0.75] * 2, la=2.0, lo=1.0, t=3.0), rel=1e-5)
+
+
+def test_average_is_one_kl_on_the_mixed_target():
+    out = build_strategy(StrategyConfig(name="average"))(logits())
+    total = 0.0
+    for i in range(2):
+        p = [(a + b) / 2 for a, b in zip(softmax(T_ADV[i]), softmax(T_CLEAN[i]))]
+        q = softmax(S_ADV[i])
+        total += sum(pi * (math.log(pi) - math.log(qi)) for pi, qi in zip(p, q))
+    assert out["loss_kd"].item() == pytest.approx(3.0 * total / 2, rel=1e-5)
+
+
+def test_adaptive_norm_moves_weight_to_the_slower_path_and_keeps_state():
+    cfg = StrategyConfig(name="adaptive-norm", adaptive_norm=AdaptiveNormOptions(eta=0.5, beta=1.0))
+    strat = build_strategy(cfg)
+    first = strat(logits())
+    assert first["w_clean"].item() == pytest.approx(0.5)  # r_clean = r_adv = 1 on step 1
+    z = logits()
+    z.student_adv = z.teacher_adv.clone()  # the adversarial path's loss fell to 0
+    second = strat(z)
+    # r_adv = 0, r_clean = 1: target w_clean = 1, w_clean = 0.5 - 0.5 * (0.5 - 1) = 0.75
+    assert second["w_clean"].item() == pytest.approx(0.75)
+    restored = build_strategy(cfg)
+    restored.load_state_dict(strat.state_dict())
+    assert restored.state_dict() == strat.state_dict()
+    z.lr_scale = 0.0  # eta decays with the learning rate: no move at lr 0
+    assert restored(z)["w_clean"].item() == pytest.approx(0.75)
+
+
+@pytest.mark.parametrize("name", STRATEGIES.names())
+def test_every_strategy_gives_a_finite_differentiable_loss(name):
+    z = logits()
+    z.student_clean.requires_grad_(True)
+    z.student_adv.requires_grad_(True)
+    out = build_strategy(StrategyConfig(name=name))(z)
+    out["loss_kd"].backward()
+    assert torch.isfinite(out["loss_kd"]) and z.student_adv.grad is not None
