@@ -59,3 +59,25 @@ def test_distill_config_strategy_sections_are_typed():
     with pytest.raises(ConfigError, match="attack.objective"):
         load_config(DistillConfig, overrides=["attack.objective=nope"])
     assert from_dict(DistillConfig, to_dict(cfg)) == cfg
+
+
+PRESETS = sorted((__import__("pathlib").Path(__file__).parent.parent / "src/mmt_ard/presets").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=[p.stem for p in PRESETS])
+def test_shipped_presets_load_into_their_configs(preset, monkeypatch):
+    from mmt_ard.training.finetune import FinetuneConfig
+
+    cls = FinetuneConfig if "method:" in preset.read_text() else DistillConfig
+    cfg = load_config(cls, preset)
+    assert cfg.optim.steps == 5000 and cfg.loop.precision == "bf16"
+
+
+def test_env_vars_in_paths_are_expanded_or_named(monkeypatch):
+    from mmt_ard.config import expand_env
+
+    monkeypatch.setenv("MMT_TEST_ROOT", "/data/x")
+    assert expand_env("folder:${MMT_TEST_ROOT}/train") == "folder:/data/x/train"
+    monkeypatch.delenv("MMT_TEST_ROOT")
+    with pytest.raises(ConfigError, match="MMT_TEST_ROOT"):
+        expand_env("folder:$MMT_TEST_ROOT/train")

@@ -11,6 +11,8 @@ Floats accept fractions (``attack.eps=2/255``), which is how attack budgets are 
 from __future__ import annotations
 
 import dataclasses
+import os
+import re
 import types
 import typing
 from fractions import Fraction
@@ -22,6 +24,15 @@ import yaml
 from mmt_ard.errors import ConfigError
 
 C = TypeVar("C")
+
+
+def expand_env(text: str) -> str:
+    """``$VAR`` / ``${VAR}`` from the environment in a path or spec; an unset variable is an error."""
+    expanded = os.path.expandvars(text)
+    missing = re.findall(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", expanded)
+    if missing:
+        raise ConfigError(f"environment variable {missing[0]} used in {text!r} is not set; export it first")
+    return expanded
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

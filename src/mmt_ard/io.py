@@ -62,7 +62,7 @@ def atomic_write_json(path: str | Path, data: Any) -> Path:
 
 def code_version() -> dict[str, str]:
     """Package version and, when run from a git checkout, the commit (``+dirty`` if modified)."""
-    info = {"mmt_ard": mmt_ard.__version__, "torch": torch.__version__}
+    info = {"mmt_ard": str(mmt_ard.__version__), "torch": str(torch.__version__)}
     here = Path(__file__).resolve().parent
     try:
         commit = subprocess.run(

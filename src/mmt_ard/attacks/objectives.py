@@ -43,8 +43,19 @@ OBJECTIVES: Registry[ObjectiveFactory] = Registry("attack objective")
 
 
 def kl_per_sample(target: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
-    """``KL(p || q)`` per row for probabilities ``target`` (B, C) and log-probs ``log_q``; 0 log 0 = 0."""
+    """``KL(p || q)`` per row for probabilities ``target`` (B, C) and log-probs ``log_q``; 0 log 0 = 0.
+
+    For a fixed (detached) target. Where the target needs a gradient use :func:`kl_logits`:
+    the derivative of ``p log p`` is infinite at ``p = 0``.
+    """
     return torch.special.xlogy(target, target).sum(-1) - (target * log_q).sum(-1)
+
+
+def kl_logits(p_logits: torch.Tensor, q_logits: torch.Tensor, t: float = 1.0) -> torch.Tensor:
+    """``KL(softmax(p/t) || softmax(q/t))`` per row (B,), finite gradients on both sides."""
+    log_p = F.log_softmax(p_logits.float() / t, dim=-1)
+    log_q = F.log_softmax(q_logits.float() / t, dim=-1)
+    return (log_p.exp() * (log_p - log_q)).sum(-1)
 
 
 @OBJECTIVES.register("ce")

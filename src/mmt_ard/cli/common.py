@@ -64,7 +64,9 @@ def setup_logging(verbose: bool) -> None:
     handler.addFilter(_DropOpenClipNoise())
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    # open_clip logs chatty INFO lines on the root logger: keep the root at WARNING
+    root.setLevel(logging.DEBUG if verbose else logging.WARNING)
+    logging.getLogger("mmt_ard").setLevel(logging.DEBUG if verbose else logging.INFO)
     for noisy in ("PIL", "matplotlib", "urllib3", "httpx", "huggingface_hub"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 

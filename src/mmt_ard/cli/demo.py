@@ -45,10 +45,10 @@ STUDENTS = {"vit-s": "mmt-vit-s", "rn-s": "mmt-rn-s"}
 class DemoPlan:
     """Sizes of the demo; ``quick()`` is the CI smoke version."""
 
-    pretrain_teacher_steps: int = 700
-    pretrain_student_steps: int = 500
+    pretrain_teacher_steps: int = 500
+    pretrain_student_steps: int = 400
     pretrain_batch: int = 128
-    clean_steps: int = 150
+    clean_steps: int = 300
     adv_steps: int = 250
     distill_steps: int = 200
     distill_batch: int = 64
@@ -61,7 +61,7 @@ class DemoPlan:
 
     @staticmethod
     def quick(device: str = "auto") -> DemoPlan:
-        return DemoPlan(120, 80, 64, 20, 20, 15, 32, 2, 200, 5, device, 4000, 2000)
+        return DemoPlan(200, 150, 64, 40, 40, 40, 32, 2, 300, 5, device, 6000, 3000)
 
 
 @dataclass
@@ -152,8 +152,8 @@ def run_stages(stages: list[Stage], force: bool) -> dict[str, float]:
 def models_to_evaluate(out: Path) -> dict[str, ModelSpec]:
     """Table-1 names: ``group/method``; teachers and undistilled students for reference."""
     models = {
-        "teacher/clean": ModelSpec("mmt-vit-t", str(out / "teacher-clean" / "model")),
-        "teacher/adversarial": ModelSpec("mmt-vit-t", str(out / "teacher-adv" / "model")),
+        "teachers/clean": ModelSpec("mmt-vit-t", str(out / "teacher-clean" / "model")),
+        "teachers/adversarial": ModelSpec("mmt-vit-t", str(out / "teacher-adv" / "model")),
     }
     for key, arch in STUDENTS.items():
         models[f"{key}/original"] = ModelSpec(arch, str(out / f"pretrain-{key}" / "model"))

@@ -53,8 +53,8 @@ def write_report(
     out: Path, results: dict[str, Any], plan: Any, eval_cfg: EvalConfig, seconds: dict[str, float], quick: bool
 ) -> Path:
     """``report.md``: students in the paper's Table-1 layout, then teachers, then timings."""
-    students = {k: v for k, v in results.items() if not k.startswith("teacher/")}
-    teachers = {k.split("/", 1)[1] + " teacher": v for k, v in results.items() if k.startswith("teacher/")}
+    students = {k: v for k, v in results.items() if not k.startswith("teachers/")}
+    teachers = {k: v for k, v in results.items() if k.startswith("teachers/")}
     lines = [
         f"# MMT-ARD demo{' (quick)' if quick else ''}",
         "",

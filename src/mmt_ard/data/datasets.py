@@ -14,11 +14,13 @@ gives captioned images. Images are float tensors in [0, 1], never normalized: mo
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import open_clip
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
@@ -26,6 +28,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.transforms import functional as TF
 
 from mmt_ard.data import world
+from mmt_ard.config import expand_env
 from mmt_ard.errors import UserError
 from mmt_ard.registry import Registry
 
@@ -183,7 +186,7 @@ DATASETS: Registry[Builder] = Registry("dataset kind")
 
 def build_dataset(spec: str | DatasetSpec) -> LabeledImages:
     """Labelled images for ``spec``, e.g. ``"builtin:shapes:split=test"``."""
-    spec = spec if isinstance(spec, DatasetSpec) else DatasetSpec.parse(spec)
+    spec = spec if isinstance(spec, DatasetSpec) else DatasetSpec.parse(expand_env(spec))
     dataset = DATASETS.get(spec.kind)(spec, False)
     assert isinstance(dataset, LabeledImages)
     log.info("data set %s: %d images, %d classes", spec, len(dataset), len(dataset.classnames))
@@ -192,7 +195,7 @@ def build_dataset(spec: str | DatasetSpec) -> LabeledImages:
 
 def build_caption_dataset(spec: str | DatasetSpec) -> CaptionedImages:
     """Captioned images for ``spec``; only ``builtin:captions`` provides captions."""
-    spec = spec if isinstance(spec, DatasetSpec) else DatasetSpec.parse(spec)
+    spec = spec if isinstance(spec, DatasetSpec) else DatasetSpec.parse(expand_env(spec))
     dataset = DATASETS.get(spec.kind)(spec, True)
     assert isinstance(dataset, CaptionedImages)
     log.info("caption data set %s: %d images", spec, len(dataset))
@@ -286,8 +289,20 @@ class FolderImages(LabeledImages):
         return TF.pil_to_tensor(img).float().div_(255)
 
 
+# Names of lists open_clip ships, usable in place of a file: classnames=imagenet, templates=openai
+SHIPPED_LISTS: dict[str, dict[str, Callable[[], list[str]]]] = {
+    "classnames": {"imagenet": lambda: list(open_clip.IMAGENET_CLASSNAMES)},
+    "templates": {
+        "openai": lambda: [t("{}") for t in open_clip.OPENAI_IMAGENET_TEMPLATES],
+        "simple": lambda: [t("{}") for t in open_clip.SIMPLE_IMAGENET_TEMPLATES],
+    },
+}
+
+
 def _read_lines(path: str, what: str) -> list[str]:
-    """Non-empty, stripped lines of a user-given text file."""
+    """Non-empty, stripped lines of a user-given text file (or a list open_clip ships)."""
+    if path in SHIPPED_LISTS.get(what, {}):
+        return SHIPPED_LISTS[what][path]()
     try:
         text = Path(path).expanduser().read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:

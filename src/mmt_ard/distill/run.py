@@ -86,11 +86,14 @@ def run_distill(cfg: DistillConfig, resume: bool = False, overwrite: bool = Fals
 
     try:
         metrics = train(task, batches, cfg.optim, cfg.loop, run, resume, validate, desc=f"distill {cfg.loss.strategy.name}")
-        export_open_clip(merged_copy(clip), run.path / "student")
-        if is_lora(clip):
-            save_adapters(clip, run.path / "adapters")
+        if "stopped_at" not in metrics:
+            export_open_clip(merged_copy(clip), run.path / "student")
+            if is_lora(clip):
+                save_adapters(clip, run.path / "adapters")
     finally:
         run.close()
+    if "stopped_at" in metrics:
+        return metrics
     summary = {"student": str(run.path / "student"), "arch": cfg.student.arch,
                "strategy": cfg.loss.strategy.name, "lora": cfg.lora.enabled, **metrics}
     atomic_write_json(run.path / "summary.json", summary)

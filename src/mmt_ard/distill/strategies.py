@@ -20,7 +20,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from mmt_ard.attacks import kl_per_sample
+from mmt_ard.attacks import kl_logits, kl_per_sample
 from mmt_ard.errors import ConfigError
 from mmt_ard.registry import Registry
 
@@ -41,8 +41,7 @@ class DistillLogits:
 
 def kd_kl(teacher_logits: torch.Tensor, student_logits: torch.Tensor, t: float) -> torch.Tensor:
     """Per-sample ``t^2 KL(softmax(teacher/t) || softmax(student/t))`` (B,), teacher first."""
-    p = F.softmax(teacher_logits.float() / t, dim=-1)
-    return kl_per_sample(p, F.log_softmax(student_logits.float() / t, dim=-1)) * (t * t)
+    return kl_logits(teacher_logits.detach(), student_logits, t) * (t * t)
 
 
 def confidence(logits: torch.Tensor) -> torch.Tensor:

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmt_ard.attacks import OBJECTIVES, PGDConfig, kl_per_sample, pgd
+from mmt_ard.attacks import OBJECTIVES, PGDConfig, kl_logits, pgd
 from mmt_ard.distill.strategies import DistillLogits, StrategyConfig, build_strategy, confidence
 from mmt_ard.errors import ConfigError
 from mmt_ard.models.clip import ZeroShotClassifier
@@ -118,7 +118,7 @@ class DistillationTask(nn.Module):
         logits = DistillLogits(s_clean, s_adv, t_clean, t_adv, cfg.temperature, cfg.lambda_adv, cfg.lambda_org,
                                lr_scale=self.lr_scale(step))
         terms = self.strategy(logits)
-        cm = kl_per_sample(F.softmax(s_clean.detach().float(), -1), F.log_softmax(s_adv.float(), -1)).mean()
+        cm = kl_logits(s_clean.detach(), s_adv).mean()
         terms["loss_cm"] = cm
         terms["loss"] = terms["loss_kd"] + cfg.gamma * cm if cfg.gamma > 0 else terms["loss_kd"]
         terms["conf_adv"] = confidence(t_adv).mean()

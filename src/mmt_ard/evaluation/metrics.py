@@ -2,10 +2,11 @@
 
 Robust accuracy uses PGD on the cross-entropy of the zero-shot logits, in float32 with
 autocast off and the model in eval mode. The eps values are attacked in increasing order and a
-sample counts as robust at eps only if it survived every smaller eps too: an adversarial example
-found inside a smaller ball is also inside the larger one, so this is exact, never weaker than
-attacking each eps alone, makes robust accuracy non-increasing in eps, and skips samples that
-are already broken.
+sample counts as robust at eps only if it also survived every smaller eps: an adversarial example
+found inside a smaller ball lies inside the larger one, so this is sound, robust accuracy cannot
+rise with eps, and samples already broken are not attacked again. With a deterministic attack
+(``random_start=False``) it is never weaker than attacking each eps alone; with random starts the
+smaller eps act as extra restarts.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from fractions import Fraction
 from typing import Any
 
 import torch
@@ -40,6 +40,7 @@ class EvalConfig:
     steps: int = 10
     step_size: float | None = None
     norm: str = "linf"
+    random_start: bool = True
     zero_shot_eps: list[float] = field(default_factory=list)
     limit: int | None = None
     batch_size: int = 250
@@ -56,9 +57,9 @@ class EvalConfig:
 
 def eps_key(eps: float) -> str:
     """``2/255`` for 0.00784..., else the float as written."""
-    frac = Fraction(eps).limit_denominator(1000)
-    if abs(float(frac) - eps) < 1e-9 and frac.denominator in (255, 1):
-        return f"{frac.numerator}/{frac.denominator}" if frac.denominator != 1 else str(frac.numerator)
+    k = round(eps * 255)
+    if k > 0 and abs(k / 255 - eps) < 1e-9:
+        return f"{k}/255"
     return f"{eps:g}"
 
 
@@ -89,7 +90,8 @@ def accuracy_under_attack(
             idx = alive.nonzero().squeeze(1)
             if len(idx) == 0:
                 break
-            attack = PGDConfig(norm=cfg.norm, eps=e, steps=cfg.steps, step_size=cfg.step_size)  # type: ignore[arg-type]
+            attack = PGDConfig(norm=cfg.norm, eps=e, steps=cfg.steps, step_size=cfg.step_size,  # type: ignore[arg-type]
+                               random_start=cfg.random_start)
             xi, yi = x[idx], y[idx]
             objective = OBJECTIVES.get("ce")(classifier, xi, labels=yi)
             x_adv = pgd(classifier, xi, objective, attack, precision="fp32", generator=generator)

@@ -20,6 +20,7 @@ import open_clip
 import torch
 from torch import nn
 
+from mmt_ard.config import expand_env
 from mmt_ard.errors import CheckpointError, UserError
 from mmt_ard.models.archs import arch_config, register_archs
 from mmt_ard.models.clip import PixelCLIP
@@ -68,11 +69,13 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 def _tensor_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
     if isinstance(obj, dict):
-        for key in WRAPPER_KEYS:
+        for key in (*WRAPPER_KEYS, *VISION_KEYS):
             if key in obj and isinstance(obj[key], dict):
                 obj = obj[key]
                 break
-    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        # releases keep metadata (epoch, args) beside the weights: keep the tensors only
+        obj = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if not isinstance(obj, dict) or not obj:
         raise CheckpointError(
             f"checkpoint {str(path)!r} does not hold a state dict (name -> tensor); "
             "pass an open_clip checkpoint or a vision-encoder state dict"
@@ -159,6 +162,11 @@ def _looks_like_path(text: str) -> bool:
 def load_clip(spec: ModelSpec, device: str | torch.device = "cpu") -> PixelCLIP:
     """Build the CLIP model ``spec`` names, in eval mode, on ``device``."""
     register_archs()
+    spec = ModelSpec(
+        spec.arch,
+        expand_env(spec.pretrained) if spec.pretrained else None,
+        expand_env(spec.vision) if spec.vision else None,
+    )
     model = _create(spec.arch, spec.pretrained)
     if spec.vision is not None:
         load_into(model.visual, vision_state(read_state_dict(spec.vision)), f"the vision tower of {spec.arch!r}", spec.vision)

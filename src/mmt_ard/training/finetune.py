@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmt_ard.attacks import OBJECTIVES, PGDConfig, kl_per_sample, pgd
+from mmt_ard.attacks import OBJECTIVES, PGDConfig, kl_logits, pgd
 from mmt_ard.attacks.objectives import ObjectiveFn
 from mmt_ard.data import build_dataset
 from mmt_ard.evaluation import EvalConfig, evaluate_model
@@ -131,11 +131,10 @@ def pmg_aft(task: FinetuneTask, x: torch.Tensor, y: torch.Tensor, gen: torch.Gen
     x_adv = _ce_attack(task, x, y, gen)
     z_adv, z_clean = task.student(x_adv), task.student(x)
     with torch.no_grad():
-        p0_adv = F.softmax(task.original(x_adv).float(), dim=-1)
-    log_q = F.log_softmax(z_adv.float(), dim=-1)
+        z0_adv = task.original(x_adv)
     ce = F.cross_entropy(z_adv, y)
-    kl_clean = kl_per_sample(F.softmax(z_clean.float(), dim=-1), log_q).mean()
-    kl_orig = kl_per_sample(p0_adv, log_q).mean()
+    kl_clean = kl_logits(z_clean, z_adv).mean()  # KL(p(x) || p(x')), gradient through both
+    kl_orig = kl_logits(z0_adv, z_adv).mean()  # KL(p0(x') || p(x'))
     return {"loss": ce + kl_clean + kl_orig, "ce": ce, "kl_clean": kl_clean, "kl_original": kl_orig}
 
 
@@ -164,9 +163,12 @@ def run_finetune(cfg: FinetuneConfig, resume: bool = False, overwrite: bool = Fa
 
     try:
         metrics = train(task, batches, cfg.optim, cfg.loop, run, resume, validate, desc=f"finetune {cfg.method}")
-        export_open_clip(clip, run.path / "model")
+        if "stopped_at" not in metrics:
+            export_open_clip(clip, run.path / "model")
     finally:
         run.close()
+    if "stopped_at" in metrics:
+        return metrics
     summary = {"model": str(run.path / "model"), "arch": cfg.model.arch, "method": cfg.method, **metrics}
     atomic_write_json(run.path / "summary.json", summary)
     return summary

@@ -44,6 +44,7 @@ class LoopConfig:
     log_every: int = 10
     eval_every: int = 0
     checkpoint_every: int = 0
+    stop_after: int = 0  # checkpoint and stop at this step (a time-limited job); 0 = run to the end
 
 
 def resolve_device(name: str) -> torch.device:
@@ -85,7 +86,8 @@ def train(
     params = [p for _, p in task.named_trainable_parameters()]  # type: ignore[operator]
     last: dict[str, Any] = {}
     val: dict[str, Any] = {}
-    bar = tqdm(range(start, optim.steps), desc=desc, initial=start, total=optim.steps, disable=None)
+    end = min(loop.stop_after, optim.steps) if loop.stop_after > 0 else optim.steps
+    bar = tqdm(range(start, end), desc=desc, initial=start, total=optim.steps, disable=None)
     for step in bar:
         t0 = time.perf_counter()
         task.train()
@@ -95,7 +97,7 @@ def train(
         loss = terms["loss"]
         if not torch.isfinite(loss):
             raise UserError(
-                f"the loss became {float(loss)} at step {step}; lower optim.lr or use precision=fp32. "
+                f"the loss became {float(loss.detach())} at step {step}; lower optim.lr or use precision=fp32. "
                 f"The last checkpoint ({run.checkpoint}) is untouched"
             )
         opt.zero_grad(set_to_none=True)
@@ -116,8 +118,11 @@ def train(
             run.metrics.log(done, val, prefix="val")
         if loop.checkpoint_every and done % loop.checkpoint_every == 0:
             save_training_state(run.checkpoint, done, task, opt, sched)
-    if start < optim.steps or not run.checkpoint.exists():
-        save_training_state(run.checkpoint, optim.steps, task, opt, sched)
+    if start < end or not run.checkpoint.exists():
+        save_training_state(run.checkpoint, end, task, opt, sched)
+    if end < optim.steps:
+        log.info("stopped at step %d of %d as asked; continue with --resume", end, optim.steps)
+        return {"train": last, "val": val, "stopped_at": end}
     if validate is not None:
         val = validate(optim.steps)
         run.metrics.log(optim.steps, val, prefix="val")

@@ -35,7 +35,7 @@ class PretrainConfig:
     data: str = "builtin:captions:split=train"
     output: str = "runs/pretrain"
     optim: OptimConfig = field(
-        default_factory=lambda: OptimConfig(steps=600, batch_size=128, lr=2e-3, weight_decay=0.1, warmup=0.05)
+        default_factory=lambda: OptimConfig(steps=600, batch_size=128, lr=1e-3, weight_decay=0.1, warmup=0.05)
     )
     loop: LoopConfig = field(default_factory=LoopConfig)
     eval: EvalConfig = field(default_factory=_pretrain_eval)
@@ -101,9 +101,12 @@ def run_pretrain(cfg: PretrainConfig, resume: bool = False, overwrite: bool = Fa
 
     try:
         metrics = train(task, batches, cfg.optim, cfg.loop, run, resume=resume, validate=validate, desc="pretrain")
-        export_open_clip(clip, run.path / "model")
+        if "stopped_at" not in metrics:
+            export_open_clip(clip, run.path / "model")
     finally:
         run.close()
+    if "stopped_at" in metrics:
+        return metrics
     summary = {"model": str(run.path / "model"), "arch": cfg.model.arch, **metrics}
     atomic_write_json(run.path / "summary.json", summary)
     return summary

@@ -1,0 +1,68 @@
+"""Evaluation: robust accuracy of a trained model falls with eps; the report's layout."""
+
+import pytest
+import torch
+
+from mmt_ard.data import build_dataset, loader
+from mmt_ard.evaluation import EvalConfig, accuracy_under_attack, eps_key, evaluate_model, markdown_table
+from mmt_ard.models import TextHeadCache, ZeroShotClassifier
+from mmt_ard.training import batch_indices, labeled_batch
+
+from .conftest import tiny_clip
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """A ResNet CLIP whose vision tower was trained (CE, 60 steps) on the shapes task."""
+    torch.manual_seed(0)
+    ds = build_dataset("builtin:shapes:split=train,n=1920")
+    clip = tiny_clip("mmt-rn-s")
+    head = TextHeadCache(None).head(clip, ds.classnames, ds.templates)
+    clf = ZeroShotClassifier(clip, head)
+    opt = torch.optim.Adam(clip.visual.parameters(), lr=2e-3)
+    clf.train()
+    for step in range(60):
+        x, y = labeled_batch(ds, batch_indices(len(ds), 64, 0, step))
+        loss = torch.nn.functional.cross_entropy(clf(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return clf.eval()
+
+
+def test_robust_accuracy_does_not_rise_with_eps_and_attacks_bite(trained):
+    cfg = EvalConfig(eps=[1 / 255, 2 / 255, 4 / 255, 8 / 255], steps=5, limit=200)
+    ds = build_dataset("builtin:shapes:split=val,n=200")
+    data = loader(ds, batch_size=100)
+    acc, racc = accuracy_under_attack(trained, data, cfg.eps, cfg, torch.device("cpu"))
+    values = [racc[k] for k in ("1/255", "2/255", "4/255", "8/255")]
+    assert acc > 15  # trained well above chance (4.2%)
+    assert all(a >= b for a, b in zip([acc, *values], values))
+    assert values[-1] < acc - 5  # the attack really lowers accuracy
+    # with a deterministic attack, never weaker than attacking each eps on its own
+    cfg.random_start = False
+    _, racc = accuracy_under_attack(trained, data, cfg.eps, cfg, torch.device("cpu"))
+    for e in cfg.eps:
+        _, alone = accuracy_under_attack(trained, data, [e], cfg, torch.device("cpu"))
+        assert racc[eps_key(e)] <= alone[eps_key(e)]
+
+
+def test_evaluate_model_result_layout(trained):
+    cfg = EvalConfig(dataset="builtin:shapes:split=val", eps=[1 / 255], steps=1, limit=50, zero_shot_eps=[1 / 255])
+    res = evaluate_model(trained.clip, cfg)
+    assert set(res) == {"acc", "racc", "sum_acc", "zero_shot", "zero_shot_racc"}
+    assert res["sum_acc"]["1/255"] == pytest.approx(res["acc"] + res["racc"]["1/255"])
+    assert set(res["zero_shot"]) == {"combos", "outlines"}
+
+
+def test_eps_keys():
+    assert [eps_key(k / 255) for k in (1, 2, 3, 4)] == ["1/255", "2/255", "3/255", "4/255"]
+    assert eps_key(0.5) == "0.5"
+
+
+def test_markdown_table_groups_architectures_like_table_1():
+    res = {"acc": 50.0, "racc": {"1/255": 40.0}, "sum_acc": {"1/255": 90.0}, "zero_shot": {"combos": 30.0}}
+    table = markdown_table({"vit/baseline": res, "vit/mmt-ard": res, "rn/mmt-ard": res})
+    header = table.splitlines()[0]
+    assert header.startswith("| Method | eps | vit acc | vit racc | vit sum-acc | vit clip-zero | rn acc")
+    assert "| baseline | 1/255 | 50.00 | 40.00 | 90.00 | 30.00* | - | - | - | - |" in table
