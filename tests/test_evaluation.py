@@ -66,3 +66,9 @@ def test_markdown_table_groups_architectures_like_table_1():
     header = table.splitlines()[0]
     assert header.startswith("| Method | eps | vit acc | vit racc | vit sum-acc | vit clip-zero | rn acc")
     assert "| baseline | 1/255 | 50.00 | 40.00 | 90.00 | 30.00* | - | - | - | - |" in table
+
+
+def test_evaluation_leaves_the_global_rng_alone(trained):
+    state = torch.get_rng_state()
+    evaluate_model(trained.clip, EvalConfig(eps=[1 / 255], steps=1, limit=20, zero_shot=[]))
+    assert torch.equal(state, torch.get_rng_state())

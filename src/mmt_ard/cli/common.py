@@ -62,8 +62,9 @@ def setup_logging(verbose: bool) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     handler.addFilter(_DropOpenClipNoise())
+    handler.set_name("mmt-ard")
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [h for h in root.handlers if h.get_name() != "mmt-ard"] + [handler]
     # open_clip logs chatty INFO lines on the root logger: keep the root at WARNING
     root.setLevel(logging.DEBUG if verbose else logging.WARNING)
     logging.getLogger("mmt_ard").setLevel(logging.DEBUG if verbose else logging.INFO)

@@ -13,6 +13,7 @@ with the same config is reused (``--force`` redoes it).
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -31,8 +32,9 @@ from mmt_ard.distill.task import InnerAttackConfig, LossConfig
 from mmt_ard.evaluation import EvalConfig, evaluate_models, markdown_table
 from mmt_ard.io import atomic_write_json, atomic_write_text
 from mmt_ard.models import ModelSpec, TextHeadCache, default_cache_dir, load_clip
+from mmt_ard.models.export import resolve_weights
 from mmt_ard.training.finetune import FinetuneConfig, run_finetune, validation_eval
-from mmt_ard.training.loop import LoopConfig
+from mmt_ard.training.loop import LoopConfig, resolve_device
 from mmt_ard.training.optim import OptimConfig
 from mmt_ard.training.pretrain import PretrainConfig, run_pretrain
 
@@ -45,11 +47,11 @@ STUDENTS = {"vit-s": "mmt-vit-s", "rn-s": "mmt-rn-s"}
 class DemoPlan:
     """Sizes of the demo; ``quick()`` is the CI smoke version."""
 
-    pretrain_teacher_steps: int = 500
+    pretrain_teacher_steps: int = 400
     pretrain_student_steps: int = 400
     pretrain_batch: int = 128
     clean_steps: int = 300
-    adv_steps: int = 250
+    adv_steps: int = 150
     distill_steps: int = 200
     distill_batch: int = 64
     inner_steps: int = 3
@@ -61,7 +63,7 @@ class DemoPlan:
 
     @staticmethod
     def quick(device: str = "auto") -> DemoPlan:
-        return DemoPlan(200, 150, 64, 40, 40, 40, 32, 2, 300, 5, device, 6000, 3000)
+        return DemoPlan(150, 120, 64, 40, 30, 40, 32, 2, 300, 5, device, 6000, 3000)
 
 
 @dataclass
@@ -128,8 +130,6 @@ def _finished(stage: Stage) -> dict[str, Any] | None:
     saved = yaml.safe_load(config.read_text()) or {}
     if saved.get("config") != to_dict(stage.cfg):
         return None
-    import json
-
     return json.loads(summary.read_text())
 
 
@@ -163,6 +163,34 @@ def models_to_evaluate(out: Path) -> dict[str, ModelSpec]:
     return models
 
 
+def _fingerprint(out: Path, specs: dict[str, ModelSpec], eval_cfg: EvalConfig) -> dict[str, Any]:
+    """What the results depend on: the eval config and each model's weights file (size, mtime)."""
+    files = {}
+    for name, spec in specs.items():
+        weights = resolve_weights(spec.pretrained or "")
+        stat = weights.stat() if weights.is_file() else None
+        files[name] = [spec.arch, str(weights), stat.st_size if stat else 0, stat.st_mtime_ns if stat else 0]
+    return {"eval": to_dict(eval_cfg), "models": files}
+
+
+def evaluate_all(out: Path, eval_cfg: EvalConfig, device: str, reuse: bool) -> dict[str, Any]:
+    """Evaluate every demo model, or reuse ``results.json`` if nothing it depends on changed."""
+    specs = models_to_evaluate(out)
+    key = _fingerprint(out, specs, eval_cfg)
+    cache = out / "evaluation.json"
+    if reuse and cache.is_file() and (out / "results.json").is_file():
+        if json.loads(cache.read_text()) == json.loads(json.dumps(key)):
+            log.info("evaluate: reusing %s", out / "results.json")
+            return json.loads((out / "results.json").read_text())
+    log.info("evaluating %d models at eps 1-4/255 and zero-shot", len(specs))
+    dev = resolve_device(device)
+    models = {name: load_clip(spec, dev) for name, spec in specs.items()}
+    results = evaluate_models(models, eval_cfg, heads=TextHeadCache(default_cache_dir()), device=dev)
+    atomic_write_json(out / "results.json", results)
+    atomic_write_json(cache, key)
+    return results
+
+
 def run_demo(output: str | Path, quick: bool = False, force: bool = False, device: str = "auto") -> Path:
     """Run the demo into ``output``; returns the path of ``report.md``."""
     from mmt_ard.cli.report import plot_curves, write_report
@@ -172,18 +200,11 @@ def run_demo(output: str | Path, quick: bool = False, force: bool = False, devic
     t0 = time.perf_counter()
     stages = plan_stages(out, plan)
     seconds = run_stages(stages, force)
-    log.info("evaluating %d models at eps 1-4/255 and zero-shot", len(models_to_evaluate(out)))
     t_eval = time.perf_counter()
     eval_cfg = EvalConfig(limit=plan.eval_limit, steps=plan.eval_steps)
-    specs = models_to_evaluate(out)
-    from mmt_ard.training.loop import resolve_device
-
-    dev = resolve_device(plan.device)
-    results = evaluate_models({k: load_clip(s, dev) for k, s in specs.items()}, eval_cfg,
-                              heads=TextHeadCache(default_cache_dir()), device=dev)
+    results = evaluate_all(out, eval_cfg, plan.device, reuse=not force)
     seconds["evaluate"] = round(time.perf_counter() - t_eval, 1)
     seconds["total"] = round(time.perf_counter() - t0, 1)
-    atomic_write_json(out / "results.json", results)
     plot_curves(out, [s for s in stages if s.name.startswith("distill-")], out / "curves.png")
     report = write_report(out, results, plan, eval_cfg, seconds, quick)
     atomic_write_text(out / "table.md", markdown_table(results))

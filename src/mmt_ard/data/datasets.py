@@ -14,7 +14,6 @@ gives captioned images. Images are float tensors in [0, 1], never normalized: mo
 from __future__ import annotations
 
 import logging
-import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -213,7 +212,9 @@ def loader(
     """A single-process DataLoader whose shuffling order depends only on ``seed``."""
     if batch_size <= 0:
         raise UserError(f"batch size must be positive, got {batch_size}")
-    generator = torch.Generator().manual_seed(seed) if shuffle else None
+    # always a private generator: even an unshuffled DataLoader draws a seed from the global RNG,
+    # which would make evaluation during training change the training randomness
+    generator = torch.Generator().manual_seed(seed)
     return DataLoader(
         dataset,
         batch_size=batch_size,

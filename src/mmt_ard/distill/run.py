@@ -8,16 +8,14 @@ from typing import Any
 
 import torch
 
-from mmt_ard.data import build_dataset
+from mmt_ard.data import LabeledImages, build_dataset
 from mmt_ard.distill.lora import LoraConfig, apply_lora, is_lora, merged_copy, save_adapters
 from mmt_ard.distill.task import DistillationTask, InnerAttackConfig, LossConfig
 from mmt_ard.evaluation import EvalConfig, evaluate_model
-from mmt_ard.io import atomic_write_json
 from mmt_ard.models import ModelSpec, TextHeadCache, ZeroShotClassifier, default_cache_dir, load_clip
 from mmt_ard.models.export import export_open_clip
-from mmt_ard.training.batches import batch_indices, labeled_batch
 from mmt_ard.training.finetune import validation_eval
-from mmt_ard.training.loop import LoopConfig, resolve_device, train
+from mmt_ard.training.loop import LoopConfig, flat_metrics, labeled_batches, resolve_device, train_and_export
 from mmt_ard.training.optim import OptimConfig, cosine_lr_factor
 from mmt_ard.training.run import RunDir
 
@@ -41,9 +39,8 @@ class DistillConfig:
     eval: EvalConfig = field(default_factory=validation_eval)
 
 
-def build_task(cfg: DistillConfig, device: torch.device, heads: TextHeadCache) -> DistillationTask:
-    """Load student and teachers, give each its own zero-shot head, and assemble the task."""
-    ds = build_dataset(cfg.data)
+def build_task(cfg: DistillConfig, ds: LabeledImages, device: torch.device, heads: TextHeadCache) -> DistillationTask:
+    """Load student and teachers, give each its own zero-shot head for ``ds``, and assemble the task."""
 
     def classifier(spec: ModelSpec) -> ZeroShotClassifier:
         clip = load_clip(spec, device=device)
@@ -70,31 +67,23 @@ def run_distill(cfg: DistillConfig, resume: bool = False, overwrite: bool = Fals
     device = resolve_device(cfg.loop.device)
     torch.manual_seed(cfg.loop.seed)
     heads = TextHeadCache(default_cache_dir())
-    task = build_task(cfg, device, heads)
     ds = build_dataset(cfg.data)
+    task = build_task(cfg, ds, device, heads)
     run = RunDir(cfg.output, cfg, resume=resume, overwrite=overwrite)
     clip = task.student.clip
 
-    def batches(step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        x, y = labeled_batch(ds, batch_indices(len(ds), cfg.optim.batch_size, cfg.loop.seed, step))
-        return x.to(device), y.to(device)
-
     def validate(step: int) -> dict[str, Any]:
-        res = evaluate_model(clip, cfg.eval, heads=heads, name="val", device=device)
-        return {"acc": res["acc"], **{f"racc/{k}": v for k, v in res["racc"].items()},
-                **{f"sum_acc/{k}": v for k, v in res["sum_acc"].items()}}
+        return flat_metrics(evaluate_model(clip, cfg.eval, heads=heads, name="val", device=device))
 
-    try:
-        metrics = train(task, batches, cfg.optim, cfg.loop, run, resume, validate, desc=f"distill {cfg.loss.strategy.name}")
-        if "stopped_at" not in metrics:
-            export_open_clip(merged_copy(clip), run.path / "student")
-            if is_lora(clip):
-                save_adapters(clip, run.path / "adapters")
-    finally:
-        run.close()
-    if "stopped_at" in metrics:
-        return metrics
-    summary = {"student": str(run.path / "student"), "arch": cfg.student.arch,
-               "strategy": cfg.loss.strategy.name, "lora": cfg.lora.enabled, **metrics}
-    atomic_write_json(run.path / "summary.json", summary)
-    return summary
+    def export() -> None:
+        export_open_clip(merged_copy(clip), run.path / "student")
+        if is_lora(clip):
+            save_adapters(clip, run.path / "adapters")
+
+    return train_and_export(
+        task, labeled_batches(ds, cfg.optim.batch_size, cfg.loop.seed, device), cfg.optim, cfg.loop, run, resume,
+        validate, export,
+        summary={"student": str(run.path / "student"), "arch": cfg.student.arch,
+                 "strategy": cfg.loss.strategy.name, "lora": cfg.lora.enabled},
+        desc=f"distill {cfg.loss.strategy.name}",
+    )

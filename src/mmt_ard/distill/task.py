@@ -49,7 +49,7 @@ class LossConfig:
     lambda_adv: float = 3.0
     lambda_org: float = 0.5
     temperature: float = 1.0
-    gamma: float = 0.5
+    gamma: float = 0.25
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
 
     def validate(self) -> None:

@@ -28,13 +28,12 @@ from mmt_ard.attacks import OBJECTIVES, PGDConfig, kl_logits, pgd
 from mmt_ard.attacks.objectives import ObjectiveFn
 from mmt_ard.data import build_dataset
 from mmt_ard.evaluation import EvalConfig, evaluate_model
-from mmt_ard.io import atomic_write_json
 from mmt_ard.models import ModelSpec, PixelCLIP, TextHeadCache, ZeroShotClassifier, default_cache_dir, load_clip
 from mmt_ard.models.export import export_open_clip
 from mmt_ard.models.frozen import Frozen, frozen_copy
 from mmt_ard.registry import Registry
-from mmt_ard.training.batches import batch_indices, labeled_batch, step_generator
-from mmt_ard.training.loop import LoopConfig, resolve_device, train
+from mmt_ard.training.batches import step_generator
+from mmt_ard.training.loop import LoopConfig, flat_metrics, labeled_batches, resolve_device, train_and_export
 from mmt_ard.training.optim import OptimConfig
 from mmt_ard.training.run import RunDir
 
@@ -153,22 +152,12 @@ def run_finetune(cfg: FinetuneConfig, resume: bool = False, overwrite: bool = Fa
     run = RunDir(cfg.output, cfg, resume=resume, overwrite=overwrite)
     task = FinetuneTask(clip, head, cfg.method, cfg.attack, cfg.loop.seed, cfg.loop.precision).to(device)
 
-    def batches(step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        x, y = labeled_batch(ds, batch_indices(len(ds), cfg.optim.batch_size, cfg.loop.seed, step))
-        return x.to(device), y.to(device)
-
     def validate(step: int) -> dict[str, Any]:
-        res = evaluate_model(clip, cfg.eval, heads=heads, name="val", device=device)
-        return {"acc": res["acc"], **{f"racc/{k}": v for k, v in res["racc"].items()}}
+        return flat_metrics(evaluate_model(clip, cfg.eval, heads=heads, name="val", device=device))
 
-    try:
-        metrics = train(task, batches, cfg.optim, cfg.loop, run, resume, validate, desc=f"finetune {cfg.method}")
-        if "stopped_at" not in metrics:
-            export_open_clip(clip, run.path / "model")
-    finally:
-        run.close()
-    if "stopped_at" in metrics:
-        return metrics
-    summary = {"model": str(run.path / "model"), "arch": cfg.model.arch, "method": cfg.method, **metrics}
-    atomic_write_json(run.path / "summary.json", summary)
-    return summary
+    return train_and_export(
+        task, labeled_batches(ds, cfg.optim.batch_size, cfg.loop.seed, device), cfg.optim, cfg.loop, run, resume,
+        validate, export=lambda: export_open_clip(clip, run.path / "model"),
+        summary={"model": str(run.path / "model"), "arch": cfg.model.arch, "method": cfg.method},
+        desc=f"finetune {cfg.method}",
+    )

@@ -25,6 +25,8 @@ import torch
 from tqdm.auto import tqdm
 
 from mmt_ard.errors import ConfigError, UserError
+from mmt_ard.io import atomic_write_json
+from mmt_ard.training.batches import batch_indices, labeled_batch
 from mmt_ard.training.checkpoint import load_training_state, save_training_state
 from mmt_ard.training.optim import OptimConfig, build_optimizer
 from mmt_ard.training.run import RunDir
@@ -63,10 +65,6 @@ def autocast(device: torch.device, precision: Precision) -> torch.autocast:
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
-def _scalars(terms: dict[str, torch.Tensor]) -> dict[str, float]:
-    return {k: float(v.detach()) if isinstance(v, torch.Tensor) else float(v) for k, v in terms.items()}
-
-
 def train(
     task: torch.nn.Module,
     batches: Callable[[int], Any],
@@ -86,6 +84,8 @@ def train(
     params = [p for _, p in task.named_trainable_parameters()]  # type: ignore[operator]
     last: dict[str, Any] = {}
     val: dict[str, Any] = {}
+    window: dict[str, torch.Tensor] = {}  # sums of each term since the last log line
+    window_steps = 0
     end = min(loop.stop_after, optim.steps) if loop.stop_after > 0 else optim.steps
     bar = tqdm(range(start, end), desc=desc, initial=start, total=optim.steps, disable=None)
     for step in bar:
@@ -107,8 +107,13 @@ def train(
         opt.step()
         sched.step()
         done = step + 1
-        if done % max(loop.log_every, 1) == 0 or done == optim.steps:
-            last = _scalars(terms)
+        for key, value in terms.items():
+            value = value.detach().float() if isinstance(value, torch.Tensor) else torch.tensor(float(value))
+            window[key] = window[key] + value if key in window else value
+        window_steps += 1
+        if done % max(loop.log_every, 1) == 0 or done == end:
+            last = {k: float(v) / window_steps for k, v in window.items()}  # means over the interval
+            window, window_steps = {}, 0
             last["lr"] = sched.get_last_lr()[0]
             last["images_per_s"] = _batch_size(batch) / max(time.perf_counter() - t0, 1e-9)
             run.metrics.log(done, last)
@@ -127,6 +132,50 @@ def train(
         val = validate(optim.steps)
         run.metrics.log(optim.steps, val, prefix="val")
     return {"train": last, "val": val}
+
+
+def train_and_export(
+    task: torch.nn.Module,
+    batches: Callable[[int], Any],
+    optim: OptimConfig,
+    loop: LoopConfig,
+    run: RunDir,
+    resume: bool,
+    validate: Callable[[int], dict[str, Any]] | None,
+    export: Callable[[], None],
+    summary: dict[str, Any],
+    desc: str,
+) -> dict[str, Any]:
+    """:func:`train`, then ``export()`` and ``summary.json`` unless the run stopped early."""
+    try:
+        metrics = train(task, batches, optim, loop, run, resume=resume, validate=validate, desc=desc)
+        if "stopped_at" not in metrics:
+            export()
+    finally:
+        run.close()
+    if "stopped_at" in metrics:
+        return metrics
+    summary = {**summary, **metrics}
+    atomic_write_json(run.path / "summary.json", summary)
+    return summary
+
+
+def labeled_batches(ds: Any, batch_size: int, seed: int, device: torch.device) -> Callable[[int], Any]:
+    """``step -> (images, labels)`` on ``device`` (see batches.py)."""
+
+    def batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = labeled_batch(ds, batch_indices(len(ds), batch_size, seed, step))
+        return x.to(device), y.to(device)
+
+    return batch
+
+
+def flat_metrics(result: dict[str, Any]) -> dict[str, float]:
+    """An :func:`~mmt_ard.evaluation.evaluate_model` result as flat ``name/key -> value`` scalars."""
+    flat = {"acc": result["acc"]}
+    for group in ("racc", "sum_acc", "zero_shot"):
+        flat.update({f"{group}/{k}": v for k, v in result.get(group, {}).items()})
+    return flat
 
 
 def _batch_size(batch: Any) -> int:

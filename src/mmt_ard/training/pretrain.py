@@ -12,11 +12,10 @@ from torch import nn
 
 from mmt_ard.data import build_caption_dataset
 from mmt_ard.evaluation import EvalConfig, evaluate_model
-from mmt_ard.io import atomic_write_json
 from mmt_ard.models import ModelSpec, PixelCLIP, TextHeadCache, load_clip
 from mmt_ard.models.export import export_open_clip
 from mmt_ard.training.batches import batch_indices
-from mmt_ard.training.loop import LoopConfig, resolve_device, train
+from mmt_ard.training.loop import LoopConfig, flat_metrics, resolve_device, train_and_export
 from mmt_ard.training.optim import OptimConfig
 from mmt_ard.training.run import RunDir
 
@@ -96,20 +95,10 @@ def run_pretrain(cfg: PretrainConfig, resume: bool = False, overwrite: bool = Fa
     heads = TextHeadCache(None)  # the text tower changes during pretraining: no disk cache
 
     def validate(step: int) -> dict[str, Any]:
-        res = evaluate_model(clip, cfg.eval, heads=heads, name="pretrain", device=device)
-        return {"acc": res["acc"], **{f"zero_shot/{k}": v for k, v in res["zero_shot"].items()}}
+        return flat_metrics(evaluate_model(clip, cfg.eval, heads=heads, name="pretrain", device=device))
 
-    try:
-        metrics = train(task, batches, cfg.optim, cfg.loop, run, resume=resume, validate=validate, desc="pretrain")
-        if "stopped_at" not in metrics:
-            export_open_clip(clip, run.path / "model")
-    finally:
-        run.close()
-    if "stopped_at" in metrics:
-        return metrics
-    summary = {"model": str(run.path / "model"), "arch": cfg.model.arch, **metrics}
-    atomic_write_json(run.path / "summary.json", summary)
-    return summary
-
-
-__all__ = ["PretrainConfig", "PretrainTask", "run_pretrain"]
+    return train_and_export(
+        task, batches, cfg.optim, cfg.loop, run, resume, validate,
+        export=lambda: export_open_clip(clip, run.path / "model"),
+        summary={"model": str(run.path / "model"), "arch": cfg.model.arch}, desc="pretrain",
+    )
