@@ -14,6 +14,6 @@ for g in 0 0.25 0.5 1 2; do
     --teacher-clean "mmt-vit-t@$DEMO/teacher-clean/model" --teacher-adv "mmt-vit-t@$DEMO/teacher-adv/model" \
     data=builtin:shapes:split=train,n=12000 optim.steps=200 optim.batch_size=64 optim.lr=5e-4 \
     attack.steps=3 attack.step_size=1/255 loss.gamma=$g loop.eval_every=0 > /dev/null
-  models+=(--model "gamma=$g=$OUT/gamma-$g/student")
+  models+=(--model "gamma-$g=$OUT/gamma-$g/student")
 done
 "$MMT" evaluate "${models[@]}" --output "$OUT" eval.dataset=builtin:shapes:split=val eval.zero_shot=[] eval.limit=1000

@@ -78,7 +78,7 @@ def _folder_with_text_file(tmp_path):
     "case, needle",
     [
         ("arch", "unknown model architecture"),
-        ("dataset", "unknown"),
+        ("dataset", "unknown built-in task"),
         ("eps", "eps must be in (0, 1]"),
         ("missing", "does not exist"),
         ("corrupt", "corrupt"),

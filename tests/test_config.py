@@ -81,3 +81,22 @@ def test_env_vars_in_paths_are_expanded_or_named(monkeypatch):
     monkeypatch.delenv("MMT_TEST_ROOT")
     with pytest.raises(ConfigError, match="MMT_TEST_ROOT"):
         expand_env("folder:$MMT_TEST_ROOT/train")
+
+
+def test_override_through_a_value_is_a_config_error():
+    with pytest.raises(ConfigError, match="is a value, not a section"):
+        load_config(Outer, overrides=["inner.eps.x=1"])
+
+
+def test_flag_values_are_not_reparsed_as_yaml():
+    cfg = load_config(Inner, values={"name": "010"})
+    assert cfg.name == "010"
+
+
+def test_model_argument_forms():
+    from mmt_ard.cli.evaluate import parse_model_arg
+
+    assert parse_model_arg("a=ViT-B-32@openai,vision=/x/fare.pt") == (
+        "a", __import__("mmt_ard.models", fromlist=["ModelSpec"]).ModelSpec("ViT-B-32", "openai", "/x/fare.pt"))
+    name, spec = parse_model_arg("RN50@/ck/r.pt")
+    assert name == "RN50" and spec.pretrained == "/ck/r.pt" and spec.vision is None

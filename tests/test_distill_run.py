@@ -39,7 +39,7 @@ def student_weights(folder):
 @pytest.mark.parametrize(
     "extra",
     [
-        ["loss.strategy.name=adaptive-norm"],  # stateful strategy
+        ["loss.strategy.name=adaptive-norm", "loop.eval_every=2"],  # stateful strategy, validation between
         ["lora.enabled=true", "lora.rank=2", "lora.dropout=0.5", "student.arch=mmt-rn-s"],  # dropout RNG + BatchNorm
     ],
     ids=["adaptive-norm", "lora-resnet"],
@@ -49,6 +49,10 @@ def test_resume_gives_the_same_weights_as_one_run(tmp_path, extra):
     stopped = run_distill(tiny_cfg(tmp_path / "twice", *extra, "loop.stop_after=4"))
     assert stopped["stopped_at"] == 4 and not (tmp_path / "twice" / "student").exists()
     run_distill(tiny_cfg(tmp_path / "twice", *extra), resume=True)
+    steps = [json.loads(r)["step"] for r in (tmp_path / "twice" / "metrics.jsonl").read_text().splitlines()]
+    train_steps = [json.loads(r)["step"] for r in (tmp_path / "twice" / "metrics.jsonl").read_text().splitlines()
+                   if json.loads(r)["split"] == "train"]
+    assert train_steps == [1, 2, 3, 4, 5, 6] and steps[-1] == 6
     once, twice = student_weights(tmp_path / "once"), student_weights(tmp_path / "twice")
     assert once.keys() == twice.keys()
     assert all(torch.equal(once[k], twice[k]) for k in once)
@@ -104,3 +108,13 @@ def test_student_export_loads_with_open_clip_alone(tmp_path, lora):
     if lora:
         assert (tmp_path / "adapters" / "adapter_model.safetensors").is_file()
         assert (tmp_path / "adapters" / "adapter_config.json").is_file()
+
+
+def test_resume_refuses_a_changed_config_and_keeps_the_original(tmp_path):
+    run_distill(tiny_cfg(tmp_path / "r", "loop.stop_after=2"))
+    config_before = (tmp_path / "r" / "config.yaml").read_text()
+    with pytest.raises(UserError, match="'loss'"):
+        run_distill(tiny_cfg(tmp_path / "r", "loss.gamma=2.0"), resume=True)
+    assert (tmp_path / "r" / "config.yaml").read_text() == config_before
+    run_distill(tiny_cfg(tmp_path / "r", "loop.log_every=2"), resume=True)  # loop.* may change
+    assert (tmp_path / "r" / "student").is_dir()

@@ -13,6 +13,9 @@ from .conftest import tiny_classifier
 
 def make_task(student_arch="mmt-vit-s", teacher_arch="mmt-rn-s", lora=False, strategy="confidence", objective="embedding-l2"):
     student = tiny_classifier(student_arch, seed=1)
+    for m in student.modules():  # open_clip zero-inits each residual branch's last BN: make it act, as when trained
+        if isinstance(m, torch.nn.BatchNorm2d):
+            torch.nn.init.ones_(m.weight)
     student.clip.model.requires_grad_(False)
     if lora:
         apply_lora(student.clip, LoraConfig(enabled=True, rank=4, alpha=4, dropout=0.0))
@@ -72,7 +75,8 @@ def test_lora_trains_only_adapters_and_merges_exactly(arch):
     merged = merged_copy(task.student.clip).eval()
     with torch.no_grad():
         lora_out, merged_out = task.student.clip.encode_image(x), merged.encode_image(x)
-        base = tiny_classifier(arch, seed=1).clip.eval().encode_image(x)
+        with task.student.clip.model.visual.disable_adapter():
+            base = task.student.clip.encode_image(x)
     assert torch.allclose(lora_out, merged_out, atol=1e-5)
     assert not torch.allclose(lora_out, base, atol=1e-3)  # the adapters do act on the output
 
@@ -81,3 +85,25 @@ def test_teachers_may_have_another_embedding_size():
     task = make_task(student_arch="mmt-vit-s", teacher_arch="mmt-vit-t")
     assert task.student.clip.embed_dim != task.teacher_adv.module.clip.embed_dim
     assert torch.isfinite(task.training_step(batch(), 0)["loss"])
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_embedding_anchor_ignores_train_mode(lora):
+    """The inner attack's anchor f_S(x) is taken in eval mode: no batch statistics, no dropout,
+    no BatchNorm update, and the objective is exactly 0 at delta = 0."""
+    from mmt_ard.attacks import OBJECTIVES
+    from mmt_ard.models.frozen import eval_mode
+
+    task = make_task(student_arch="mmt-rn-s", lora=lora)
+    if lora:
+        for m in task.student.modules():
+            if isinstance(m, torch.nn.Dropout):
+                m.p = 0.5
+    task.train()
+    x = batch()[0]
+    buffers = {k: v.clone() for k, v in task.student.named_buffers()}
+    fn = OBJECTIVES.get("embedding-l2")(task.student, x)
+    assert task.student.training
+    assert all(torch.equal(v, buffers[k]) for k, v in task.student.named_buffers())
+    with torch.no_grad(), eval_mode(task.student):
+        assert fn(x).abs().max() < 1e-10

@@ -72,3 +72,19 @@ def test_evaluation_leaves_the_global_rng_alone(trained):
     state = torch.get_rng_state()
     evaluate_model(trained.clip, EvalConfig(eps=[1 / 255], steps=1, limit=20, zero_shot=[]))
     assert torch.equal(state, torch.get_rng_state())
+
+
+def test_evaluation_is_float32_inside_bf16_autocast(trained):
+    cfg = EvalConfig(eps=[2 / 255], steps=2, limit=40, random_start=False)
+    data = loader(build_dataset("builtin:shapes:split=val,n=40"), batch_size=40)
+    plain = accuracy_under_attack(trained, data, cfg.eps, cfg, torch.device("cpu"))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        inside = accuracy_under_attack(trained, data, cfg.eps, cfg, torch.device("cpu"))
+    assert plain == inside
+
+
+def test_duplicate_eps_are_rejected():
+    from mmt_ard.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="same eps twice"):
+        EvalConfig(eps=[2 / 255, 0.00784313725490196]).validate()

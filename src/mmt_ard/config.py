@@ -166,11 +166,13 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     for text in overrides:
         path, value = parse_override(text)
         node = data
-        for part in path[:-1]:
+        for depth, part in enumerate(path[:-1]):
             child = node.get(part)
+            if child is None:
+                child = node[part] = {}
             if not isinstance(child, dict):
-                child = {} if child is None else child
-                node[part] = child
+                where = ".".join(path[: depth + 1])
+                raise ConfigError(f"override {text!r}: {where} is a value, not a section; write {where}=VALUE")
             node = child
         node[path[-1]] = value
     return data
@@ -183,6 +185,10 @@ def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
         else:
             base[key] = value
     return base
+
+
+def _nest(path: list[str], value: Any) -> dict[str, Any]:
+    return {path[0]: _nest(path[1:], value) if len(path) > 1 else value}
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
@@ -204,11 +210,15 @@ def load_config(
     preset: str | Path | dict[str, Any] | None = None,
     overrides: list[str] | None = None,
     base: C | None = None,
+    values: dict[str, Any] | None = None,
 ) -> C:
-    """Defaults of ``cls`` (or ``base``) <- preset (YAML path or dict) <- ``a.b=c`` overrides."""
+    """Defaults of ``cls`` (or ``base``) <- preset <- ``values`` (``{"a.b": raw value}``, as command-line
+    flags give them, never parsed as YAML) <- ``a.b=c`` overrides."""
     data = to_dict(base if base is not None else cls())
     if preset is not None:
         _deep_merge(data, preset if isinstance(preset, dict) else read_yaml(preset))
+    for key, value in (values or {}).items():
+        _deep_merge(data, _nest(key.split("."), value))
     apply_overrides(data, list(overrides or []))
     return from_dict(cls, data)
 
@@ -218,4 +228,6 @@ def save_config(cfg: Any, path: str | Path, extra: dict[str, Any] | None = None)
     data = to_dict(cfg)
     if extra:
         data = {**extra, "config": data}
-    Path(path).write_text(yaml.safe_dump(data, sort_keys=False))
+    from mmt_ard.io import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(data, sort_keys=False))

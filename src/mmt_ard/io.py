@@ -52,8 +52,12 @@ def atomic_torch_save(obj: Any, path: str | Path) -> Path:
     return _atomic_write(path, lambda f: torch.save(obj, f))
 
 
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    return _atomic_write(path, lambda f: f.write(data))
+
+
 def atomic_write_text(path: str | Path, text: str) -> Path:
-    return _atomic_write(path, lambda f: f.write(text.encode()))
+    return atomic_write_bytes(path, text.encode())
 
 
 def atomic_write_json(path: str | Path, data: Any) -> Path:

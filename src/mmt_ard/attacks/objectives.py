@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from mmt_ard.errors import UserError
 from mmt_ard.models.clip import ZeroShotClassifier
+from mmt_ard.models.frozen import eval_mode
 from mmt_ard.registry import Registry
 
 ObjectiveFn = Callable[[torch.Tensor], torch.Tensor]
@@ -75,8 +76,8 @@ def kl_to_target(model, x, labels=None, target=None, anchor=None) -> ObjectiveFn
 
 @OBJECTIVES.register("embedding-l2")
 def embedding_l2(model, x, labels=None, target=None, anchor=None) -> ObjectiveFn:  # type: ignore[no-untyped-def]
-    if anchor is None:
-        with torch.no_grad():
+    if anchor is None:  # f(x) as the attack sees it: eval mode (no batch statistics, no dropout)
+        with torch.no_grad(), eval_mode(model):
             anchor = model.features(x)
     anchor = anchor.detach().float()
     return lambda xa: (model.features(xa).float() - anchor).pow(2).sum(-1)

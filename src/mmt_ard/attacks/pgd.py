@@ -8,8 +8,6 @@ attacks run in float32 with autocast off; a training attack may pass ``precision
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
 
@@ -18,6 +16,7 @@ from torch import nn
 
 from mmt_ard.attacks.objectives import ObjectiveFn
 from mmt_ard.errors import ConfigError
+from mmt_ard.models.frozen import eval_mode
 
 Norm = Literal["linf", "l2"]
 
@@ -46,18 +45,6 @@ class PGDConfig:
     @property
     def alpha(self) -> float:
         return self.step_size if self.step_size is not None else self.eps / 4
-
-
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[None]:
-    """Put ``model`` in eval mode, restoring each submodule's own mode afterwards."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, mode in modes:
-            m.training = mode
 
 
 def _per_sample_norm(t: torch.Tensor, p: float) -> torch.Tensor:

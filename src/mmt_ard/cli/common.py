@@ -40,15 +40,15 @@ def preset_path(name: str | None) -> Path | None:
     raise ConfigError(f"unknown preset {name!r}; pass a YAML file or one of: {names}")
 
 
-def build_config(cls: type[C], args: argparse.Namespace, extra: list[str] | None = None) -> C:
-    """The command's config: defaults <- preset <- flags <- ``key=value`` overrides."""
-    overrides = list(extra or [])
+def build_config(cls: type[C], args: argparse.Namespace, values: dict[str, Any] | None = None) -> C:
+    """The command's config: defaults <- preset <- flags (raw ``values``) <- ``key=value`` overrides."""
+    values = dict(values or {})
     if getattr(args, "output", None):
-        overrides.insert(0, f"output={args.output}")
+        values["output"] = args.output
     if getattr(args, "device", None):
-        overrides.insert(0, f"loop.device={args.device}")
+        values["loop.device"] = args.device
     preset = preset_path(getattr(args, "config", None))
-    return load_config(cls, preset, overrides + list(getattr(args, "overrides", []) or []))
+    return load_config(cls, preset, list(getattr(args, "overrides", []) or []), values=values)
 
 
 class _DropOpenClipNoise(logging.Filter):

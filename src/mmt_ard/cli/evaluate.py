@@ -27,20 +27,23 @@ class EvaluateConfig:
 
 def parse_model_arg(text: str) -> tuple[str, ModelSpec]:
     """``[NAME=]SPEC`` with SPEC ``ARCH[@PRETRAINED][,vision=PATH]`` or an export folder."""
-    name, _, spec = text.rpartition("=") if "=" in text.split(",")[0] else ("", "", text)
-    spec, _, vision = spec.partition(",vision=")
+    head, _, vision = text.partition(",vision=")
+    name, _, spec = head.partition("=") if "=" in head else ("", "", head)
     path = Path(spec)
     if (path / CONFIG).is_file():
         arch = json.loads((path / CONFIG).read_text()).get("arch")
         if not arch:
             raise UserError(f"{str(path / CONFIG)!r} names no 'arch'; pass ARCH@{spec} instead")
         model = ModelSpec(arch=arch, pretrained=spec, vision=vision or None)
+        # an export folder is named by its run: runs/x/student -> "x"
+        default = path.resolve().parent.name if path.name in ("model", "student") else path.resolve().name
     else:
         arch, _, pretrained = spec.partition("@")
         if not arch:
             raise UserError(f"bad --model {text!r}; write NAME=ARCH[@WEIGHTS][,vision=PATH] or NAME=EXPORT_FOLDER")
         model = ModelSpec(arch=arch, pretrained=pretrained or None, vision=vision or None)
-    return name or path.name or model.arch, model
+        default = arch
+    return name or default, model
 
 
 def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from mmt_ard.cli.common import add_run_args, build_config, print_summary, setup_logging
 from mmt_ard.errors import UserError
@@ -18,42 +19,43 @@ from mmt_ard.errors import UserError
 log = logging.getLogger("mmt_ard")
 
 
+def _model_values(key: str, text: str | None) -> dict[str, Any]:
+    """``--student ARCH@WEIGHTS`` -> ``{"student.arch": ..., "student.pretrained": ..., ...}``."""
+    if not text:
+        return {}
+    from mmt_ard.cli.evaluate import parse_model_arg
+
+    spec = parse_model_arg(text)[1]
+    return {f"{key}.arch": spec.arch, f"{key}.pretrained": spec.pretrained, f"{key}.vision": spec.vision}
+
+
 def _pretrain(args: argparse.Namespace) -> None:
     from mmt_ard.training.pretrain import PretrainConfig, run_pretrain
 
-    cfg = build_config(PretrainConfig, args, [f"model.arch={args.arch}"] if args.arch else [])
+    cfg = build_config(PretrainConfig, args, {"model.arch": args.arch} if args.arch else {})
     print_summary(run_pretrain(cfg, resume=args.resume, overwrite=args.overwrite))
 
 
 def _finetune(args: argparse.Namespace) -> None:
     from mmt_ard.training.finetune import FinetuneConfig, run_finetune
 
-    extra = [f"method={args.method}"] if args.method else []
-    if args.model:
-        from mmt_ard.cli.evaluate import parse_model_arg
-
-        spec = parse_model_arg(args.model)[1]
-        extra += [f"model.arch={spec.arch}", f"model.pretrained={spec.pretrained}", f"model.vision={spec.vision}"]
-    cfg = build_config(FinetuneConfig, args, extra)
+    values = {"method": args.method} if args.method else {}
+    values.update(_model_values("model", args.model))
+    cfg = build_config(FinetuneConfig, args, values)
     print_summary(run_finetune(cfg, resume=args.resume, overwrite=args.overwrite))
 
 
 def _distill(args: argparse.Namespace) -> None:
     from mmt_ard.distill.run import DistillConfig, run_distill
 
-    extra = []
-    for flag, key in (("student", "student"), ("teacher_clean", "teacher_clean"), ("teacher_adv", "teacher_adv")):
-        value = getattr(args, flag)
-        if value:
-            from mmt_ard.cli.evaluate import parse_model_arg
-
-            spec = parse_model_arg(value)[1]
-            extra += [f"{key}.arch={spec.arch}", f"{key}.pretrained={spec.pretrained}", f"{key}.vision={spec.vision}"]
+    values: dict[str, Any] = {}
+    for key in ("student", "teacher_clean", "teacher_adv"):
+        values.update(_model_values(key, getattr(args, key)))
     if args.strategy:
-        extra.append(f"loss.strategy.name={args.strategy}")
+        values["loss.strategy.name"] = args.strategy
     if args.lora:
-        extra.append("lora.enabled=true")
-    cfg = build_config(DistillConfig, args, extra)
+        values["lora.enabled"] = True
+    cfg = build_config(DistillConfig, args, values)
     print_summary(run_distill(cfg, resume=args.resume, overwrite=args.overwrite))
 
 
@@ -65,6 +67,8 @@ def _evaluate(args: argparse.Namespace) -> None:
     cfg = build_config(EvaluateConfig, args)
     for text in args.model or []:
         name, spec = parse_model_arg(text)
+        if name in cfg.models:
+            raise UserError(f"two models are named {name!r}; name them: --model NAME=SPEC")
         cfg.models[name] = spec
     run_evaluate(cfg)
     print((Path(cfg.output) / "results.md").read_text())
@@ -74,7 +78,8 @@ def _evaluate(args: argparse.Namespace) -> None:
 def _demo(args: argparse.Namespace) -> None:
     from mmt_ard.cli.demo import run_demo
 
-    run_demo(args.output, quick=args.quick, force=args.force, device=args.device or "auto")
+    output = args.output or ("runs/demo-quick" if args.quick else "runs/demo")
+    run_demo(output, quick=args.quick, force=args.force, device=args.device or "auto")
 
 
 def _list(args: argparse.Namespace) -> None:
@@ -129,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=_evaluate)
 
     p = sub.add_parser("demo", help="the whole paper pipeline on the built-in world, offline, on a CPU")
-    p.add_argument("--output", default="runs/demo", help="output folder (default runs/demo)")
+    p.add_argument("--output", help="output folder (default runs/demo, or runs/demo-quick with --quick)")
     p.add_argument("--quick", action="store_true", help="a reduced run in about 2 minutes (CI smoke test)")
     p.add_argument("--force", action="store_true", help="redo every stage instead of reusing finished ones")
     p.add_argument("--device", help="auto (default), cpu, cuda")

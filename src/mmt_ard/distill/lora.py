@@ -66,10 +66,11 @@ def is_lora(clip: PixelCLIP) -> bool:
 
 
 def merged_copy(clip: PixelCLIP) -> PixelCLIP:
-    """A plain open_clip copy of a LoRA student with the adapters merged into the weights."""
+    """A plain open_clip copy of a LoRA student with the adapters merged (other students as they are)."""
+    if not is_lora(clip):
+        return clip
     out = copy.deepcopy(clip)
-    if is_lora(out):
-        out.model.visual = out.model.visual.merge_and_unload()
+    out.model.visual = out.model.visual.merge_and_unload()
     return out
 
 

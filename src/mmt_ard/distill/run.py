@@ -11,7 +11,7 @@ import torch
 from mmt_ard.data import LabeledImages, build_dataset
 from mmt_ard.distill.lora import LoraConfig, apply_lora, is_lora, merged_copy, save_adapters
 from mmt_ard.distill.task import DistillationTask, InnerAttackConfig, LossConfig
-from mmt_ard.evaluation import EvalConfig, evaluate_model
+from mmt_ard.evaluation import EvalConfig, check_datasets, evaluate_model
 from mmt_ard.models import ModelSpec, TextHeadCache, ZeroShotClassifier, default_cache_dir, load_clip
 from mmt_ard.models.export import export_open_clip
 from mmt_ard.training.finetune import validation_eval
@@ -64,6 +64,7 @@ def run_distill(cfg: DistillConfig, resume: bool = False, overwrite: bool = Fals
     """Distill; export ``OUTPUT/student`` (open_clip format, LoRA merged) and ``OUTPUT/adapters``."""
     cfg.optim.validate()
     cfg.eval.validate()
+    check_datasets(cfg.eval)
     device = resolve_device(cfg.loop.device)
     torch.manual_seed(cfg.loop.seed)
     heads = TextHeadCache(default_cache_dir())

@@ -1,6 +1,13 @@
 """Evaluation: clean, robust and zero-shot accuracy, and the paper-style report."""
 
-from mmt_ard.evaluation.metrics import EvalConfig, accuracy_under_attack, eps_key, evaluate_model, evaluate_models
+from mmt_ard.evaluation.metrics import (
+    EvalConfig,
+    accuracy_under_attack,
+    check_datasets,
+    eps_key,
+    evaluate_model,
+    evaluate_models,
+)
 from mmt_ard.evaluation.report import markdown_table
 
-__all__ = ["EvalConfig", "accuracy_under_attack", "eps_key", "evaluate_model", "evaluate_models", "markdown_table"]
+__all__ = ["EvalConfig", "accuracy_under_attack", "check_datasets", "eps_key", "evaluate_model", "evaluate_models", "markdown_table"]

@@ -12,6 +12,8 @@ smaller eps act as extra restarts.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,10 +51,20 @@ class EvalConfig:
     def validate(self) -> None:
         for e in [*self.eps, *self.zero_shot_eps]:
             PGDConfig(norm=self.norm, eps=e, steps=self.steps).validate()  # type: ignore[arg-type]
+        for name, values in (("eps", self.eps), ("zero_shot_eps", self.zero_shot_eps)):
+            keys = [eps_key(e) for e in values]
+            if len(set(keys)) != len(keys):
+                raise ConfigError(f"eval.{name} lists the same eps twice: {keys}")
         if self.norm not in ("linf", "l2"):
             raise ConfigError(f"eval norm must be 'linf' or 'l2', got {self.norm!r}")
         if self.limit is not None and self.limit <= 0:
             raise ConfigError(f"eval limit must be a positive number of samples, got {self.limit}")
+
+
+def check_datasets(cfg: EvalConfig) -> None:
+    """Build every data set ``cfg`` names now: a bad spec fails before training, not at step 500."""
+    for spec in [cfg.dataset, *cfg.zero_shot]:
+        build_dataset(spec)
 
 
 def eps_key(eps: float) -> str:
@@ -78,6 +90,11 @@ def accuracy_under_attack(
     """Clean accuracy and {eps: robust accuracy} in percent (see module doc for the eps order)."""
     eps_sorted = sorted(eps_list)
     generator = torch.Generator().manual_seed(cfg.seed)
+    with strict_float32():
+        return _accuracy_under_attack(classifier, data, eps_sorted, cfg, device, desc, generator)
+
+
+def _accuracy_under_attack(classifier, data, eps_sorted, cfg, device, desc, generator):  # type: ignore[no-untyped-def]
     total, clean_hits = 0, 0
     robust_hits = {e: 0 for e in eps_sorted}
     for x, y in tqdm(data, desc=desc, leave=False, disable=None):
@@ -101,9 +118,23 @@ def accuracy_under_attack(
     return pct(clean_hits, total), {eps_key(e): pct(robust_hits[e], total) for e in eps_sorted}
 
 
+@contextmanager
+def strict_float32() -> Iterator[None]:
+    """No TF32 in matmuls and convolutions (PyTorch allows it in cuDNN by default on Ampere+)."""
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
 def _data(spec: str, cfg: EvalConfig):  # type: ignore[no-untyped-def]
     ds = build_dataset(spec)
-    subset = Subset(ds, range(min(cfg.limit, len(ds)))) if cfg.limit else ds
+    subset = ds
+    if cfg.limit and cfg.limit < len(ds):  # a seeded random subset: folders are sorted by class
+        pick = torch.randperm(len(ds), generator=torch.Generator().manual_seed(cfg.seed))[: cfg.limit]
+        subset = Subset(ds, sorted(pick.tolist()))
     return ds, loader(subset, batch_size=cfg.batch_size, shuffle=False, seed=cfg.seed)
 
 

@@ -1,7 +1,7 @@
 """The tiny open_clip architectures of the built-in world, registered with open_clip.
 
 ``mmt-vit-t`` is teacher-size, ``mmt-vit-s`` and ``mmt-rn-s`` (open_clip's ModifiedResNet) are
-student-size; all take 64x64 images. After :func:`register_archs` (run on import of
+student-size; all take 32x32 images. After :func:`register_archs` (run on import of
 :mod:`mmt_ard.models`), ``open_clip.create_model("mmt-vit-s")`` builds them like any other
 open_clip model. The JSON files are plain open_clip model configs.
 """

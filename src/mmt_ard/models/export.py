@@ -14,9 +14,9 @@ import json
 from pathlib import Path
 
 import open_clip
-from safetensors.torch import save_file
+from safetensors.torch import save
 
-from mmt_ard.io import atomic_write_text, is_main_process
+from mmt_ard.io import atomic_write_bytes, atomic_write_text, is_main_process
 from mmt_ard.models.archs import arch_config
 from mmt_ard.models.clip import PixelCLIP
 
@@ -32,9 +32,7 @@ def export_open_clip(clip: PixelCLIP, folder: str | Path) -> Path:
         return weights
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous().clone() for k, v in clip.model.state_dict().items()}
-    tmp = out / f".{WEIGHTS}.tmp"
-    save_file(state, str(tmp), metadata={"arch": clip.arch, "format": "open_clip"})
-    tmp.replace(weights)
+    atomic_write_bytes(weights, save(state, metadata={"arch": clip.arch, "format": "open_clip"}))
     pre = open_clip.get_model_preprocess_cfg(clip.model)
     config = {"model_cfg": arch_config(clip.arch), "preprocess_cfg": _plain(pre), "arch": clip.arch}
     atomic_write_text(out / CONFIG, json.dumps(config, indent=2) + "\n")

@@ -59,9 +59,16 @@ def load_training_state(path: Path, task: Any, optimizer: Any, scheduler: Any) -
         ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{str(path)!r} is not an mmt-ard training checkpoint ({FORMAT})")
-    task.load_model_state(state["model"])
-    task.load_extra_state(state["extra"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    set_rng_state(state["rng"])
+    try:
+        task.load_model_state(state["model"])
+        task.load_extra_state(state["extra"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"])
+    except (KeyError, RuntimeError, ValueError) as e:
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} does not fit this run's models ({first}); "
+            "resume with the config it was written with, or start over with --overwrite"
+        ) from None
     return int(state["step"])

@@ -27,7 +27,7 @@ from torch import nn
 from mmt_ard.attacks import OBJECTIVES, PGDConfig, kl_logits, pgd
 from mmt_ard.attacks.objectives import ObjectiveFn
 from mmt_ard.data import build_dataset
-from mmt_ard.evaluation import EvalConfig, evaluate_model
+from mmt_ard.evaluation import EvalConfig, check_datasets, evaluate_model
 from mmt_ard.models import ModelSpec, PixelCLIP, TextHeadCache, ZeroShotClassifier, default_cache_dir, load_clip
 from mmt_ard.models.export import export_open_clip
 from mmt_ard.models.frozen import Frozen, frozen_copy
@@ -143,6 +143,7 @@ def run_finetune(cfg: FinetuneConfig, resume: bool = False, overwrite: bool = Fa
     cfg.attack.validate()
     cfg.optim.validate()
     cfg.eval.validate()
+    check_datasets(cfg.eval)
     device = resolve_device(cfg.loop.device)
     torch.manual_seed(cfg.loop.seed)
     ds = build_dataset(cfg.data)

@@ -43,7 +43,7 @@ class LoopConfig:
     seed: int = 0
     device: str = "auto"
     precision: Precision = "fp32"
-    log_every: int = 10
+    log_every: int = 1
     eval_every: int = 0
     checkpoint_every: int = 0
     stop_after: int = 0  # checkpoint and stop at this step (a time-limited job); 0 = run to the end
@@ -79,8 +79,9 @@ def train(
     device = resolve_device(loop.device)
     opt, sched = build_optimizer(task.named_trainable_parameters(), optim)  # type: ignore[operator]
     start = load_training_state(run.checkpoint, task, opt, sched) if resume else 0
-    if start:
+    if resume:
         log.info("resuming %s at step %d of %d", run.path, start, optim.steps)
+        run.metrics.resume_at(start)
     params = [p for _, p in task.named_trainable_parameters()]  # type: ignore[operator]
     last: dict[str, Any] = {}
     val: dict[str, Any] = {}
@@ -104,6 +105,7 @@ def train(
         loss.backward()
         if optim.grad_clip > 0:
             terms["grad_norm"] = torch.nn.utils.clip_grad_norm_(params, optim.grad_clip)
+        lr = sched.get_last_lr()[0]  # the rate this step used
         opt.step()
         sched.step()
         done = step + 1
@@ -114,15 +116,15 @@ def train(
         if done % max(loop.log_every, 1) == 0 or done == end:
             last = {k: float(v) / window_steps for k, v in window.items()}  # means over the interval
             window, window_steps = {}, 0
-            last["lr"] = sched.get_last_lr()[0]
+            last["lr"] = lr
             last["images_per_s"] = _batch_size(batch) / max(time.perf_counter() - t0, 1e-9)
             run.metrics.log(done, last)
             bar.set_postfix(loss=f"{last['loss']:.4f}")
+        if loop.checkpoint_every and done % loop.checkpoint_every == 0:
+            save_training_state(run.checkpoint, done, task, opt, sched)
         if validate is not None and loop.eval_every and done % loop.eval_every == 0 and done < optim.steps:
             val = validate(done)
             run.metrics.log(done, val, prefix="val")
-        if loop.checkpoint_every and done % loop.checkpoint_every == 0:
-            save_training_state(run.checkpoint, done, task, opt, sched)
     if start < end or not run.checkpoint.exists():
         save_training_state(run.checkpoint, end, task, opt, sched)
     if end < optim.steps:

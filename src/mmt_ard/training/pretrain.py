@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmt_ard.data import build_caption_dataset
-from mmt_ard.evaluation import EvalConfig, evaluate_model
+from mmt_ard.evaluation import EvalConfig, check_datasets, evaluate_model
 from mmt_ard.models import ModelSpec, PixelCLIP, TextHeadCache, load_clip
 from mmt_ard.models.export import export_open_clip
 from mmt_ard.training.batches import batch_indices
@@ -34,7 +34,7 @@ class PretrainConfig:
     data: str = "builtin:captions:split=train"
     output: str = "runs/pretrain"
     optim: OptimConfig = field(
-        default_factory=lambda: OptimConfig(steps=600, batch_size=128, lr=1e-3, weight_decay=0.1, warmup=0.05)
+        default_factory=lambda: OptimConfig(steps=400, batch_size=128, lr=2e-3, weight_decay=0.1, warmup=0.05)
     )
     loop: LoopConfig = field(default_factory=LoopConfig)
     eval: EvalConfig = field(default_factory=_pretrain_eval)
@@ -80,6 +80,7 @@ def run_pretrain(cfg: PretrainConfig, resume: bool = False, overwrite: bool = Fa
     """Pretrain, export to ``OUTPUT/model`` (open_clip format) and evaluate zero-shot accuracy."""
     cfg.optim.validate()
     cfg.eval.validate()
+    check_datasets(cfg.eval)
     device = resolve_device(cfg.loop.device)
     torch.manual_seed(cfg.loop.seed)
     ds = build_caption_dataset(cfg.data)
