@@ -71,7 +71,7 @@ class LossConfig:
     lambda_adv: float = 3.0
     lambda_org: float = 0.5
     temperature: float = 1.0
-    gamma: float = 0.25
+    gamma: float = 1.0
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
 
     def validate(self) -> None:
