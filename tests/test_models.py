@@ -47,6 +47,14 @@ def test_vision_only_state_dicts_load_over_the_vision_tower(tmp_path, layout):
     assert all(torch.equal(v, base.model.state_dict()[k]) for k, v in text.items())
 
 
+def test_vision_tower_of_a_whole_clip_export(tmp_path):
+    robust = tiny_clip("mmt-vit-s", seed=3)
+    export_open_clip(robust, tmp_path / "adv")
+    clip = load_clip(ModelSpec("mmt-vit-s", vision=str(tmp_path / "adv")))
+    assert all(torch.equal(v, robust.visual.state_dict()[k]) for k, v in clip.visual.state_dict().items())
+    assert not torch.equal(clip.model.token_embedding.weight, robust.model.token_embedding.weight)
+
+
 def test_architecture_mismatch_names_both_sides(tmp_path):
     torch.save(tiny_clip("mmt-vit-t").model.state_dict(), tmp_path / "t.pt")
     with pytest.raises(CheckpointError) as err:

@@ -2,8 +2,8 @@
 
 1. pretrain CLIPs (teacher-size ViT, student-size ViT and ResNet) on image-caption pairs;
 2. fine-tune the teacher: clean (CE) -> clean teacher, PMG-AFT -> adversarial teacher;
-3. distill ViT and ResNet students with the single-teacher baseline (``adv-only``) and with
-   MMT-ARD (``confidence``), plus a LoRA ViT student with MMT-ARD;
+3. distill ViT and ResNet students with the single-teacher baseline (``adv-only``, no
+   cross-modal term) and with MMT-ARD (``confidence``, gamma 1), plus a LoRA ViT student with MMT-ARD;
 4. evaluate everything at eps 1-4/255 and zero-shot; write ``results.json``, ``report.md`` and
    ``curves.png``.
 
@@ -112,7 +112,8 @@ def plan_stages(out: Path, plan: DemoPlan) -> list[Stage]:
             teacher_clean=t_clean, teacher_adv=t_adv, data=train, output="",
             lora=LoraConfig(enabled=lora), eval=val,
             attack=InnerAttackConfig(eps=2 / 255, steps=plan.inner_steps, step_size=1 / 255),
-            loss=LossConfig(strategy=StrategyConfig(name=strategy)),
+            # the baseline is plain single-teacher ARD: no cross-modal term (an MMT-ARD contribution)
+            loss=LossConfig(strategy=StrategyConfig(name=strategy), gamma=0.0 if strategy == "adv-only" else 1.0),
             optim=OptimConfig(steps=plan.distill_steps, batch_size=plan.distill_batch, lr=3e-3 if lora else 5e-4),
             loop=_loop(plan, eval_every=max(plan.distill_steps // 4, 1), checkpoint_every=plan.distill_steps // 2 or 1),
         )

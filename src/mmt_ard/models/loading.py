@@ -122,6 +122,8 @@ def vision_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if isinstance(nested, dict):
             state = nested
             break
+    if any(k.startswith(("visual.", "model.visual.")) for k in state):  # a whole CLIP: its vision tower only
+        state = {k: v for k, v in state.items() if k.startswith(("visual.", "model.visual."))}
     prefixes = ("model.visual.", "visual.", "model.", "vision_encoder.")
     return {_strip(k, prefixes): v for k, v in state.items()}
 
@@ -169,7 +171,8 @@ def load_clip(spec: ModelSpec, device: str | torch.device = "cpu") -> PixelCLIP:
     )
     model = _create(spec.arch, spec.pretrained)
     if spec.vision is not None:
-        load_into(model.visual, vision_state(read_state_dict(spec.vision)), f"the vision tower of {spec.arch!r}", spec.vision)
+        state = vision_state(read_state_dict(resolve_weights(spec.vision)))
+        load_into(model.visual, state, f"the vision tower of {spec.arch!r}", spec.vision)
     pre = open_clip.get_model_preprocess_cfg(model)
     size = pre.get("size", 224)
     size = int(size[0] if isinstance(size, (tuple, list)) else size)
