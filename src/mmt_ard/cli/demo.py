@@ -3,7 +3,7 @@
 1. pretrain CLIPs (teacher-size ViT, student-size ViT and ResNet) on image-caption pairs;
 2. fine-tune the teacher: clean (CE) -> clean teacher, PMG-AFT -> adversarial teacher;
 3. distill ViT and ResNet students with the single-teacher baseline (``adv-only``, no
-   cross-modal term) and with MMT-ARD (``confidence``, gamma 1), plus a LoRA ViT student with MMT-ARD;
+   cross-modal term) and with MMT-ARD (``confidence``, default gamma), plus a LoRA ViT student with MMT-ARD;
 4. evaluate everything at eps 1-4/255 and zero-shot; write ``results.json``, ``report.md`` and
    ``curves.png``.
 
@@ -113,7 +113,7 @@ def plan_stages(out: Path, plan: DemoPlan) -> list[Stage]:
             lora=LoraConfig(enabled=lora), eval=val,
             attack=InnerAttackConfig(eps=2 / 255, steps=plan.inner_steps, step_size=1 / 255),
             # the baseline is plain single-teacher ARD: no cross-modal term (an MMT-ARD contribution)
-            loss=LossConfig(strategy=StrategyConfig(name=strategy), gamma=0.0 if strategy == "adv-only" else 1.0),
+            loss=LossConfig(strategy=StrategyConfig(name=strategy), **({"gamma": 0.0} if strategy == "adv-only" else {})),
             optim=OptimConfig(steps=plan.distill_steps, batch_size=plan.distill_batch, lr=3e-3 if lora else 5e-4),
             loop=_loop(plan, eval_every=max(plan.distill_steps // 4, 1), checkpoint_every=plan.distill_steps // 2 or 1),
         )
@@ -164,7 +164,7 @@ def models_to_evaluate(out: Path) -> dict[str, ModelSpec]:
     return models
 
 
-def _fingerprint(out: Path, specs: dict[str, ModelSpec], eval_cfg: EvalConfig) -> dict[str, Any]:
+def _fingerprint(specs: dict[str, ModelSpec], eval_cfg: EvalConfig) -> dict[str, Any]:
     """What the results depend on: the eval config and each model's weights file (size, mtime)."""
     files = {}
     for name, spec in specs.items():
@@ -177,7 +177,7 @@ def _fingerprint(out: Path, specs: dict[str, ModelSpec], eval_cfg: EvalConfig) -
 def evaluate_all(out: Path, eval_cfg: EvalConfig, device: str, reuse: bool) -> dict[str, Any]:
     """Evaluate every demo model, or reuse ``results.json`` if nothing it depends on changed."""
     specs = models_to_evaluate(out)
-    key = _fingerprint(out, specs, eval_cfg)
+    key = _fingerprint(specs, eval_cfg)
     cache = out / "evaluation.json"
     if reuse and cache.is_file() and (out / "results.json").is_file():
         if json.loads(cache.read_text()) == json.loads(json.dumps(key)):

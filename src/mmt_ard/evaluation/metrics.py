@@ -94,7 +94,15 @@ def accuracy_under_attack(
         return _accuracy_under_attack(classifier, data, eps_sorted, cfg, device, desc, generator)
 
 
-def _accuracy_under_attack(classifier, data, eps_sorted, cfg, device, desc, generator):  # type: ignore[no-untyped-def]
+def _accuracy_under_attack(
+    classifier: ZeroShotClassifier,
+    data: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    eps_sorted: list[float],
+    cfg: EvalConfig,
+    device: torch.device,
+    desc: str,
+    generator: torch.Generator,
+) -> tuple[float, dict[str, float]]:
     total, clean_hits = 0, 0
     robust_hits = {e: 0 for e in eps_sorted}
     for x, y in tqdm(data, desc=desc, leave=False, disable=None):

@@ -60,7 +60,7 @@ def markdown_table(results: dict[str, dict[str, Any]], title: str = "") -> str:
         lines += ["", "| Model | " + " | ".join(f"zero-shot {s}" for s in sets) + " |", "|" + "---|" * (len(sets) + 1)]
         for name, z in zs.items():
             lines.append(f"| {name} | " + " | ".join(f"{z[s]:.2f}" if s in z else "-" for s in sets) + " |")
-    return "\n".join(line for line in lines if line is not None).lstrip("\n") + "\n"
+    return "\n".join(lines).lstrip("\n") + "\n"
 
 
 __all__ = ["clip_zero", "eps_key", "markdown_table"]
