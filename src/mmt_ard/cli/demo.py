@@ -63,7 +63,7 @@ class DemoPlan:
 
     @staticmethod
     def quick(device: str = "auto") -> DemoPlan:
-        return DemoPlan(150, 120, 64, 40, 30, 40, 32, 2, 300, 5, device, 6000, 3000)
+        return DemoPlan(100, 100, 64, 40, 30, 40, 32, 2, 300, 5, device, 6000, 3000)
 
 
 @dataclass
