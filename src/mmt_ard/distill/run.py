@@ -15,7 +15,7 @@ from mmt_ard.evaluation import EvalConfig, check_datasets, evaluate_model
 from mmt_ard.models import ModelSpec, TextHeadCache, ZeroShotClassifier, default_cache_dir, load_clip
 from mmt_ard.models.export import export_open_clip
 from mmt_ard.training.finetune import validation_eval
-from mmt_ard.training.loop import LoopConfig, flat_metrics, labeled_batches, resolve_device, train_and_export
+from mmt_ard.training.loop import LoopConfig, flat_metrics, labeled_batches, resolve_loop, train_and_export
 from mmt_ard.training.optim import OptimConfig, cosine_lr_factor
 from mmt_ard.training.run import RunDir
 
@@ -65,7 +65,7 @@ def run_distill(cfg: DistillConfig, resume: bool = False, overwrite: bool = Fals
     cfg.optim.validate()
     cfg.eval.validate()
     check_datasets(cfg.eval)
-    device = resolve_device(cfg.loop.device)
+    device = resolve_loop(cfg.loop)
     torch.manual_seed(cfg.loop.seed)
     heads = TextHeadCache(default_cache_dir())
     ds = build_dataset(cfg.data)

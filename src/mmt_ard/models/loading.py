@@ -9,6 +9,7 @@ Every file is read with ``weights_only=True`` or safetensors: a checkpoint is un
 
 from __future__ import annotations
 
+import json
 import logging
 import pickle
 import zipfile
@@ -24,7 +25,7 @@ from mmt_ard.config import expand_env
 from mmt_ard.errors import CheckpointError, UserError
 from mmt_ard.models.archs import arch_config, register_archs
 from mmt_ard.models.clip import PixelCLIP
-from mmt_ard.models.export import resolve_weights
+from mmt_ard.models.export import CONFIG, resolve_weights
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +129,51 @@ def vision_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {_strip(k, prefixes): v for k, v in state.items()}
 
 
+def uses_quick_gelu(arch: str) -> bool:
+    """Whether open_clip builds ``arch`` with QuickGELU (the OpenAI CLIP activation)."""
+    return bool(arch_config(arch).get("quick_gelu", False))
+
+
+def resolve_arch(arch: str, pretrained: str | None) -> str:
+    """The architecture to build for ``arch`` with weights ``pretrained``.
+
+    OpenAI's weights (and every tag open_clip marks ``quick_gelu``) were trained with QuickGELU,
+    but open_clip's ``ViT-B-32``, ``RN50``... configs use GELU and only warn on the mismatch. For
+    such a tag this returns the ``-quickgelu`` twin, so ``ViT-B-32@openai`` builds the network
+    its weights were trained in, and an export records that architecture.
+    """
+    if pretrained is not None and (Path(pretrained) / CONFIG).is_file():
+        recorded = json.loads((Path(pretrained) / CONFIG).read_text()).get("arch", arch)
+        if recorded != arch:
+            raise UserError(
+                f"{pretrained!r} was exported as {recorded!r}, not {arch!r} (same weights, maybe another "
+                f"activation); pass {recorded}@{pretrained}, or the folder alone"
+            )
+    if pretrained is None or _looks_like_path(pretrained) or Path(pretrained).exists():
+        return arch
+    tag_cfg = open_clip.get_pretrained_cfg(arch, pretrained) or {}
+    if not tag_cfg.get("quick_gelu") or uses_quick_gelu(arch):
+        return arch
+    twin = f"{arch}-quickgelu"
+    if twin not in open_clip.list_models() or pretrained not in open_clip.list_pretrained_tags_by_model(twin):
+        raise UserError(
+            f"open_clip weights {arch}@{pretrained} were trained with QuickGELU but open_clip has no "
+            f"{twin!r} config to build them in; pass an architecture with quick_gelu=true"
+        )
+    log.info("%s@%s was trained with QuickGELU: building %s", arch, pretrained, twin)
+    return twin
+
+
+def _warn_if_gelu_twin(arch: str, source: str) -> None:
+    """Local weights cannot say their activation: warn where a QuickGELU twin exists."""
+    twin = f"{arch}-quickgelu"
+    if not uses_quick_gelu(arch) and twin in open_clip.list_models():
+        log.warning(
+            "%s builds GELU; if %s derives from OpenAI CLIP (as FARE, TeCoA, PMG-AFT and the paper's "
+            "models do) pass %s instead, or accuracy silently drops", arch, source, twin,
+        )
+
+
 def _create(arch: str, pretrained: str | None) -> nn.Module:
     arch_config(arch)  # clear error for unknown names
     if pretrained is not None:
@@ -169,14 +215,18 @@ def load_clip(spec: ModelSpec, device: str | torch.device = "cpu") -> PixelCLIP:
         expand_env(spec.pretrained) if spec.pretrained else None,
         expand_env(spec.vision) if spec.vision else None,
     )
-    model = _create(spec.arch, spec.pretrained)
+    arch = resolve_arch(spec.arch, spec.pretrained)
+    local = spec.pretrained is not None and Path(spec.pretrained).is_file()  # export folders name their arch
+    if local or spec.vision is not None:
+        _warn_if_gelu_twin(arch, spec.vision or spec.pretrained or "")
+    model = _create(arch, spec.pretrained)
     if spec.vision is not None:
         state = vision_state(read_state_dict(resolve_weights(spec.vision)))
-        load_into(model.visual, state, f"the vision tower of {spec.arch!r}", spec.vision)
+        load_into(model.visual, state, f"the vision tower of {arch!r}", spec.vision)
     pre = open_clip.get_model_preprocess_cfg(model)
     size = pre.get("size", 224)
     size = int(size[0] if isinstance(size, (tuple, list)) else size)
     source = ";".join(s for s in (spec.pretrained, spec.vision) if s) or "random"
-    clip = PixelCLIP(model, spec.arch, pre["mean"], pre["std"], size, source=source)
-    log.debug("built %s from %s", spec.arch, source)
+    clip = PixelCLIP(model, arch, pre["mean"], pre["std"], size, source=source)
+    log.debug("built %s from %s", arch, source)
     return clip.to(device).eval()

@@ -33,7 +33,7 @@ from mmt_ard.models.export import export_open_clip
 from mmt_ard.models.frozen import Frozen, frozen_copy
 from mmt_ard.registry import Registry
 from mmt_ard.training.batches import step_generator
-from mmt_ard.training.loop import LoopConfig, flat_metrics, labeled_batches, resolve_device, train_and_export
+from mmt_ard.training.loop import LoopConfig, flat_metrics, labeled_batches, resolve_loop, train_and_export
 from mmt_ard.training.optim import OptimConfig
 from mmt_ard.training.run import RunDir
 
@@ -144,7 +144,7 @@ def run_finetune(cfg: FinetuneConfig, resume: bool = False, overwrite: bool = Fa
     cfg.optim.validate()
     cfg.eval.validate()
     check_datasets(cfg.eval)
-    device = resolve_device(cfg.loop.device)
+    device = resolve_loop(cfg.loop)
     torch.manual_seed(cfg.loop.seed)
     ds = build_dataset(cfg.data)
     clip = load_clip(cfg.model, device=device)

@@ -19,7 +19,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -29,12 +29,10 @@ from mmt_ard.io import atomic_write_json
 from mmt_ard.training.batches import batch_indices, labeled_batch
 from mmt_ard.training.checkpoint import load_training_state, save_training_state
 from mmt_ard.training.optim import OptimConfig, build_optimizer
+from mmt_ard.training.precision import Precision, effective_precision
 from mmt_ard.training.run import RunDir
 
 log = logging.getLogger(__name__)
-
-Precision = Literal["fp32", "bf16"]
-
 
 @dataclass
 class LoopConfig:
@@ -42,7 +40,8 @@ class LoopConfig:
 
     seed: int = 0
     device: str = "auto"
-    precision: Precision = "fp32"
+    precision: Precision = "fp32"  # bf16 falls back to fp32 where the device has no native bf16
+    force_bf16: bool = False  # use bf16 even where it is emulated (slow)
     log_every: int = 1
     eval_every: int = 0
     checkpoint_every: int = 0
@@ -58,6 +57,13 @@ def resolve_device(name: str) -> torch.device:
         raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device cuda was asked for but no CUDA GPU is available; use device=cpu")
+    return device
+
+
+def resolve_loop(loop: LoopConfig) -> torch.device:
+    """The device to train on; sets ``loop.precision`` to what will run there (see precision.py)."""
+    device = resolve_device(loop.device)
+    loop.precision = effective_precision(loop.precision, device, loop.force_bf16)
     return device
 
 

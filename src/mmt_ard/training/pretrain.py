@@ -15,7 +15,7 @@ from mmt_ard.evaluation import EvalConfig, check_datasets, evaluate_model
 from mmt_ard.models import ModelSpec, PixelCLIP, TextHeadCache, load_clip
 from mmt_ard.models.export import export_open_clip
 from mmt_ard.training.batches import batch_indices
-from mmt_ard.training.loop import LoopConfig, flat_metrics, resolve_device, train_and_export
+from mmt_ard.training.loop import LoopConfig, flat_metrics, resolve_loop, train_and_export
 from mmt_ard.training.optim import OptimConfig
 from mmt_ard.training.run import RunDir
 
@@ -81,7 +81,7 @@ def run_pretrain(cfg: PretrainConfig, resume: bool = False, overwrite: bool = Fa
     cfg.optim.validate()
     cfg.eval.validate()
     check_datasets(cfg.eval)
-    device = resolve_device(cfg.loop.device)
+    device = resolve_loop(cfg.loop)
     torch.manual_seed(cfg.loop.seed)
     ds = build_caption_dataset(cfg.data)
     clip = load_clip(cfg.model, device=device)

@@ -1,0 +1,47 @@
+"""Training precision: bf16 autocast only where the hardware runs bf16 natively.
+
+Every CUDA GPU PyTorch supports since Ampere runs bf16 matrix multiply in hardware, and so do
+CPUs with AVX512-BF16 or AMX. Elsewhere PyTorch emulates it: on an AVX2-only CPU a bf16 matrix
+multiply ran about 500x slower than float32 and a ViT-B-32 backward under bf16 autocast took
+83 s instead of 1.1 s. A run asked for ``precision=bf16`` on such a device therefore says so in
+one line and trains in float32, unless ``loop.force_bf16=true`` insists. Evaluation attacks are
+always float32 regardless (see :mod:`mmt_ard.evaluation.metrics`).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Literal
+
+import torch
+
+log = logging.getLogger(__name__)
+
+Precision = Literal["fp32", "bf16"]
+
+
+def _cpu_has_native_bf16() -> bool:
+    """AVX512-BF16 or AMX tiles, as PyTorch's own CPU feature probe reports them."""
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
+
+
+def bf16_native(device: torch.device) -> bool:
+    """Whether ``device`` runs bf16 matrix multiply in hardware."""
+    if device.type == "cuda":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False))
+    if device.type == "cpu":
+        return _cpu_has_native_bf16()
+    return True  # other accelerators (mps, xpu): trust the user's choice
+
+
+def effective_precision(requested: Precision, device: torch.device, force_bf16: bool = False) -> Precision:
+    """``requested``, except bf16 on a device without native bf16 (one warning, then float32)."""
+    if requested != "bf16" or force_bf16 or bf16_native(device):
+        return requested
+    log.warning(
+        "precision=bf16 asked for, but this %s has no native bf16 (no AVX512-BF16/AMX or bf16 GPU): "
+        "emulated bf16 is orders of magnitude slower, so training runs in float32. "
+        "Set loop.force_bf16=true to insist.", device.type,
+    )
+    return "fp32"
