@@ -1,6 +1,6 @@
 """Projected gradient descent (ascent) in pixel space: the one attack implementation.
 
-L-inf or L2 ball around ``x``, uniform random start, optional momentum on the normalized
+L-inf or L2 ball around ``x``, random start uniform in the ball, optional momentum on the normalized
 gradient, projection and clamp to [0, 1] after every step. The attacked model is put in eval
 mode for the attack (BatchNorm and dropout frozen) and its mode restored after. Evaluation
 attacks run in float32 with autocast off; a training attack may pass ``precision="bf16"``.
@@ -59,13 +59,18 @@ def project(delta: torch.Tensor, norm: Norm, eps: float) -> torch.Tensor:
 
 
 def random_start(x: torch.Tensor, norm: Norm, eps: float, generator: torch.Generator | None) -> torch.Tensor:
-    """A uniform random point of the ball (L2: uniform direction, radius ~ U(0, eps))."""
+    """A point drawn uniformly from the ``norm`` ball of radius ``eps`` around 0, per sample.
+
+    L-inf: each coordinate uniform in [-eps, eps]. L2: a uniform direction and radius
+    ``eps * U^(1/d)`` (d = pixels per sample), which is uniform in the ball's volume.
+    """
     if norm == "linf":
         u = torch.rand(x.shape, generator=generator, device="cpu").to(x.device)
         return (2 * u - 1) * eps
     d = torch.randn(x.shape, generator=generator, device="cpu").to(x.device)
-    r = torch.rand((x.shape[0],), generator=generator, device="cpu").to(x.device)
-    return d / _per_sample_norm(d, 2) * (r * eps).view(-1, *([1] * (x.dim() - 1)))
+    u = torch.rand((x.shape[0],), generator=generator, device="cpu").to(x.device)
+    radius = eps * u.pow(1.0 / x[0].numel())
+    return d / _per_sample_norm(d, 2) * radius.view(-1, *([1] * (x.dim() - 1)))
 
 
 def _autocast(x: torch.Tensor, precision: str) -> torch.autocast:

@@ -62,6 +62,8 @@ def build_task(cfg: DistillConfig, ds: LabeledImages, device: torch.device, head
 
 def run_distill(cfg: DistillConfig, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
     """Distill; export ``OUTPUT/student`` (open_clip format, LoRA merged) and ``OUTPUT/adapters``."""
+    cfg.attack.validate()
+    cfg.loss.validate()
     cfg.optim.validate()
     cfg.eval.validate()
     check_datasets(cfg.eval)

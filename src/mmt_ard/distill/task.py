@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmt_ard.attacks import OBJECTIVES, PGDConfig, kl_logits, pgd
-from mmt_ard.attacks.objectives import ObjectiveFn
+from mmt_ard.attacks.objectives import ObjectiveFn, check_random_start
 from mmt_ard.distill.strategies import DistillLogits, StrategyConfig, build_strategy, confidence
 from mmt_ard.errors import ConfigError
 from mmt_ard.models.clip import ZeroShotClassifier
@@ -32,24 +32,24 @@ from mmt_ard.registry import Registry
 from mmt_ard.training.batches import step_generator
 
 InnerObjective = Literal["embedding-l2", "kl-clean-teacher", "ce"]
-InnerFactory = Callable[[ZeroShotClassifier, torch.Tensor, torch.Tensor, torch.Tensor], ObjectiveFn]
+InnerFactory = Callable[[ZeroShotClassifier, torch.Tensor, torch.Tensor, torch.Tensor, "InnerAttackConfig"], ObjectiveFn]
 INNER_OBJECTIVES: Registry[InnerFactory] = Registry("inner attack objective")
 
 
 @INNER_OBJECTIVES.register("embedding-l2")
-def _embedding_l2(student, x, y, teacher_clean_logits):  # type: ignore[no-untyped-def]
-    """||f_S(x + delta) - f_S(x)||^2 (paper eq. 2, FARE)."""
-    return OBJECTIVES.get("embedding-l2")(student, x)
+def _embedding_l2(student, x, y, teacher_clean_logits, cfg):  # type: ignore[no-untyped-def]
+    """||f_S(x + delta) - f_S(x)||^2 (paper eq. 2, FARE); normalized unless cfg says otherwise."""
+    return OBJECTIVES.get("embedding-l2")(student, x, normalize=cfg.normalize_embeddings)
 
 
 @INNER_OBJECTIVES.register("kl-clean-teacher")
-def _kl_clean_teacher(student, x, y, teacher_clean_logits):  # type: ignore[no-untyped-def]
+def _kl_clean_teacher(student, x, y, teacher_clean_logits, cfg):  # type: ignore[no-untyped-def]
     """KL(softmax(z_Torg(x)) || softmax(z_S(x + delta))) (the authors' released code)."""
     return OBJECTIVES.get("kl")(student, x, target=F.softmax(teacher_clean_logits.float(), dim=-1))
 
 
 @INNER_OBJECTIVES.register("ce")
-def _ce(student, x, y, teacher_clean_logits):  # type: ignore[no-untyped-def]
+def _ce(student, x, y, teacher_clean_logits, cfg):  # type: ignore[no-untyped-def]
     """Cross-entropy with the true label (TeCoA)."""
     return OBJECTIVES.get("ce")(student, x, labels=y)
 
@@ -62,6 +62,12 @@ class InnerAttackConfig(PGDConfig):
     eps: float = 2 / 255
     steps: int = 10
     step_size: float | None = 1 / 255
+    # embedding-l2 only: compare L2-normalized embeddings (METHOD.md); false = FARE's release
+    normalize_embeddings: bool = True
+
+    def validate(self) -> None:
+        super().validate()
+        check_random_start(self.objective, self)
 
 
 @dataclass
@@ -118,7 +124,8 @@ class DistillationTask(nn.Module):
         self, x: torch.Tensor, y: torch.Tensor, teacher_clean_logits: torch.Tensor, gen: torch.Generator
     ) -> torch.Tensor:
         """The inner maximization on the student (eval mode inside :func:`pgd`)."""
-        objective = INNER_OBJECTIVES.get(self.attack_cfg.objective)(self.student, x, y, teacher_clean_logits)
+        cfg = self.attack_cfg
+        objective = INNER_OBJECTIVES.get(cfg.objective)(self.student, x, y, teacher_clean_logits, cfg)
         return pgd(self.student, x, objective, self.attack_cfg, precision=self.precision, generator=gen)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], step: int) -> dict[str, torch.Tensor]:

@@ -1,7 +1,8 @@
 """Clean, robust and zero-shot accuracy of CLIP models (METHOD.md section 4).
 
 Robust accuracy uses PGD on the cross-entropy of the zero-shot logits, in float32 with
-autocast off and the model in eval mode. The eps values are attacked in increasing order and a
+autocast off and the model in eval mode. A sample counts as broken if any PGD iterate (the
+random start included) fooled the model, not only the last one. The eps values are attacked in increasing order and a
 sample counts as robust at eps only if it also survived every smaller eps: an adversarial example
 found inside a smaller ball lies inside the larger one, so this is sound, robust accuracy cannot
 rise with eps, and samples already broken are not attacked again. With a deterministic attack
@@ -19,10 +20,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch.utils.data import Subset
 from tqdm.auto import tqdm
 
-from mmt_ard.attacks import OBJECTIVES, PGDConfig, pgd
+from mmt_ard.attacks import PGDConfig, pgd
 from mmt_ard.data import build_dataset, loader
 from mmt_ard.errors import ConfigError
 from mmt_ard.models import PixelCLIP, TextHeadCache, ZeroShotClassifier
@@ -118,12 +120,32 @@ def _accuracy_under_attack(
             attack = PGDConfig(norm=cfg.norm, eps=e, steps=cfg.steps, step_size=cfg.step_size,  # type: ignore[arg-type]
                                random_start=cfg.random_start)
             xi, yi = x[idx], y[idx]
-            objective = OBJECTIVES.get("ce")(classifier, xi, labels=yi)
-            x_adv = pgd(classifier, xi, objective, attack, precision="fp32", generator=generator)
+            watch = AnyIterate(classifier, yi)
+            x_adv = pgd(classifier, xi, watch, attack, precision="fp32", generator=generator)
             with torch.no_grad(), torch.autocast(device.type, enabled=False):
-                alive[idx] = classifier(x_adv).argmax(-1) == yi
+                fooled_last = classifier(x_adv).argmax(-1) != yi
+            alive[idx] = ~(watch.fooled | fooled_last)
             robust_hits[e] += int(alive.sum())
     return pct(clean_hits, total), {eps_key(e): pct(robust_hits[e], total) for e in eps_sorted}
+
+
+class AnyIterate:
+    """The cross-entropy objective of evaluation PGD, remembering which samples any iterate fooled.
+
+    PGD evaluates the objective at the start point and after every step but the last; the caller
+    checks the last point. A sample is broken if any of these points was misclassified, not only
+    the final one (PGD's loss need not rise monotonically in accuracy).
+    """
+
+    def __init__(self, classifier: torch.nn.Module, labels: torch.Tensor) -> None:
+        self.classifier = classifier
+        self.labels = labels
+        self.fooled = torch.zeros_like(labels, dtype=torch.bool)
+
+    def __call__(self, x_adv: torch.Tensor) -> torch.Tensor:
+        logits = self.classifier(x_adv).float()  # (B, C)
+        self.fooled |= logits.detach().argmax(-1) != self.labels
+        return F.cross_entropy(logits, self.labels, reduction="none")
 
 
 @contextmanager

@@ -87,8 +87,8 @@ class ZeroShotClassifier(nn.Module):
     def num_classes(self) -> int:
         return int(self.head.shape[0])
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.clip.encode_image(x)  # (B, D), L2-normalized
+    def features(self, x: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        return self.clip.encode_image(x, normalize=normalize)  # (B, D), L2-normalized by default
 
     def logits_from_features(self, f: torch.Tensor) -> torch.Tensor:
         return self.scale * f @ self.head.to(f.dtype).T  # (B, C)

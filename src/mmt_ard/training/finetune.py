@@ -9,7 +9,7 @@ method     training attack               loss
 ========== ============================= =======================================================
 clean      none                          CE(z(x), y)
 tecoa      PGD on CE                     CE(z(x'), y)
-fare       PGD on ||f(x') - f0(x)||^2    ||f(x') - f0(x)||^2 (no labels)
+fare       PGD on ||f(x') - f0(x)||^2    ||f(x') - f0(x)||^2 (no labels; f normalized unless fare.normalize_embeddings=false)
 pmg-aft    PGD on CE                     CE(z(x'), y) + KL(p(x)||p(x')) + KL(p0(x')||p(x')), batch means
 ========== ============================= =======================================================
 """
@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmt_ard.attacks import OBJECTIVES, PGDConfig, kl_logits, pgd
-from mmt_ard.attacks.objectives import ObjectiveFn
+from mmt_ard.attacks.objectives import ObjectiveFn, check_random_start
 from mmt_ard.data import build_dataset
 from mmt_ard.evaluation import EvalConfig, check_datasets, evaluate_model
 from mmt_ard.models import ModelSpec, PixelCLIP, TextHeadCache, ZeroShotClassifier, default_cache_dir, load_clip
@@ -49,6 +49,13 @@ def validation_eval(dataset: str = "builtin:shapes:split=val", eps: float = 2 / 
 
 
 @dataclass
+class FareOptions:
+    """``fare`` only. METHOD.md compares L2-normalized embeddings; FARE's release compares raw ones."""
+
+    normalize_embeddings: bool = True
+
+
+@dataclass
 class FinetuneConfig:
     """``mmt-ard finetune``. The default attack is "Fast2" (2-step PGD at 1/255), as for the paper's teacher."""
 
@@ -60,16 +67,21 @@ class FinetuneConfig:
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(steps=300, batch_size=64, lr=1e-4))
     loop: LoopConfig = field(default_factory=LoopConfig)
     eval: EvalConfig = field(default_factory=validation_eval)
+    fare: FareOptions = field(default_factory=FareOptions)
 
 
 class FinetuneTask(nn.Module):
     """A trainable CLIP vision tower, its fixed head, and (for fare/pmg-aft) the frozen original."""
 
     def __init__(
-        self, clip: PixelCLIP, head: torch.Tensor, method: str, attack: PGDConfig, seed: int, precision: str = "fp32"
+        self, clip: PixelCLIP, head: torch.Tensor, method: str, attack: PGDConfig, seed: int, precision: str = "fp32",
+        fare: FareOptions | None = None,
     ) -> None:
         super().__init__()
         self.method_fn = FINETUNE_METHODS.get(method)
+        if method == "fare":
+            check_random_start("embedding-l2", attack)
+        self.fare = fare or FareOptions()
         clip.model.requires_grad_(False)
         clip.visual.requires_grad_(True)
         self.student = ZeroShotClassifier(clip, head)
@@ -118,10 +130,11 @@ def tecoa(task: FinetuneTask, x: torch.Tensor, y: torch.Tensor, gen: torch.Gener
 @FINETUNE_METHODS.register("fare")
 def fare(task: FinetuneTask, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> Terms:
     assert task.original is not None
+    norm = task.fare.normalize_embeddings
     with torch.no_grad():
-        anchor = task.original.module.features(x)  # f0(x), (B, D)
-    x_adv = task.attack(x, OBJECTIVES.get("embedding-l2")(task.student, x, anchor=anchor), gen)
-    return {"loss": (task.student.features(x_adv) - anchor).pow(2).sum(-1).mean()}
+        anchor = task.original.module.features(x, normalize=norm)  # f0(x), (B, D)
+    x_adv = task.attack(x, OBJECTIVES.get("embedding-l2")(task.student, x, anchor=anchor, normalize=norm), gen)
+    return {"loss": (task.student.features(x_adv, normalize=norm) - anchor).pow(2).sum(-1).mean()}
 
 
 @FINETUNE_METHODS.register("pmg-aft")
@@ -141,6 +154,8 @@ def run_finetune(cfg: FinetuneConfig, resume: bool = False, overwrite: bool = Fa
     """Fine-tune, export to ``OUTPUT/model`` (open_clip format) and evaluate on the held-out split."""
     FINETUNE_METHODS.get(cfg.method)
     cfg.attack.validate()
+    if cfg.method == "fare":
+        check_random_start("embedding-l2", cfg.attack)
     cfg.optim.validate()
     cfg.eval.validate()
     check_datasets(cfg.eval)
@@ -151,7 +166,7 @@ def run_finetune(cfg: FinetuneConfig, resume: bool = False, overwrite: bool = Fa
     heads = TextHeadCache(default_cache_dir())
     head = heads.head(clip, ds.classnames, ds.templates).to(device)
     run = RunDir(cfg.output, cfg, resume=resume, overwrite=overwrite)
-    task = FinetuneTask(clip, head, cfg.method, cfg.attack, cfg.loop.seed, cfg.loop.precision).to(device)
+    task = FinetuneTask(clip, head, cfg.method, cfg.attack, cfg.loop.seed, cfg.loop.precision, cfg.fare).to(device)
 
     def validate(step: int) -> dict[str, Any]:
         return flat_metrics(evaluate_model(clip, cfg.eval, heads=heads, name="val", device=device))
