@@ -4,6 +4,8 @@ import pytest
 import torch
 
 from mmt_ard.attacks import OBJECTIVES, PGDConfig, pgd
+from mmt_ard.attacks.objectives import NEEDS_RANDOM_START, check_random_start
+from mmt_ard.attacks.pgd import random_start
 from mmt_ard.errors import ConfigError
 
 from .conftest import tiny_classifier
@@ -24,7 +26,8 @@ def test_attack_stays_in_ball_and_raises_objective(objective, norm, eps, momentu
     x = images
     ctx = _context(model, x)
     fn = OBJECTIVES.get(objective)(model, x, **ctx)
-    cfg = PGDConfig(norm=norm, eps=eps, steps=10, step_size=eps / 4, random_start=False, momentum=momentum)
+    start = objective in NEEDS_RANDOM_START  # zero gradient at x: it would only move by float noise
+    cfg = PGDConfig(norm=norm, eps=eps, steps=10, step_size=eps / 4, random_start=start, momentum=momentum)
     x_adv = pgd(model, x, fn, cfg, generator=torch.Generator().manual_seed(0))
     delta = (x_adv - x).flatten(1)
     bound = delta.abs().max(1).values if norm == "linf" else delta.norm(dim=1)
@@ -73,3 +76,45 @@ def test_attack_leaves_no_parameter_gradients(images):
 def test_bad_attack_settings_are_rejected(bad, images):
     with pytest.raises(ConfigError):
         PGDConfig(**bad).validate()
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_random_start_covers_both_signs_of_every_coordinate(norm):
+    x = torch.zeros(400, 3, 4, 4)
+    eps = 0.1
+    d = random_start(x, norm, eps, torch.Generator().manual_seed(0))
+    bound = d.flatten(1).abs().max(1).values if norm == "linf" else d.flatten(1).norm(dim=1)
+    assert (bound <= eps + 1e-7).all()
+    lo, hi = d.min(0).values, d.max(0).values  # per coordinate over the draws
+    assert (lo < 0).all() and (hi > 0).all()  # a one-sided start (u * eps) fails here
+    if norm == "linf":  # and reaches most of [-eps, eps] in every coordinate
+        assert (lo < -0.8 * eps).all() and (hi > 0.8 * eps).all()
+
+
+def test_l2_random_start_is_uniform_in_the_ball():
+    dim = 48
+    d = random_start(torch.zeros(4000, 3, 4, 4), "l2", 1.0, torch.Generator().manual_seed(1))
+    r = d.flatten(1).norm(dim=1)
+    # uniform in the volume: P(r <= s) = s^d, so the mean radius is d/(d+1) and the median 0.5^(1/d)
+    assert float(r.mean()) == pytest.approx(dim / (dim + 1), abs=0.005)
+    assert float(r.median()) == pytest.approx(0.5 ** (1 / dim), abs=0.005)  # U(0, eps) radius gives 0.5
+
+
+def test_embedding_l2_without_random_start_is_refused():
+    with pytest.raises(ConfigError, match="random_start=true"):
+        check_random_start("embedding-l2", PGDConfig(random_start=False))
+    check_random_start("embedding-l2", PGDConfig(random_start=True))
+    check_random_start("ce", PGDConfig(random_start=False))  # CE has a gradient at x
+
+
+@pytest.mark.parametrize("command", [
+    ["distill", "attack.random_start=false"],
+    ["finetune", "--method", "fare", "attack.random_start=false"],
+])
+def test_cli_refuses_an_attack_that_cannot_move(command, tmp_path, capsys):
+    from mmt_ard.cli.main import main
+
+    code = main([command[0], "--output", str(tmp_path / "run"), *command[1:], "data=builtin:shapes:split=train,n=64"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "random_start=true" in err[0]
+    assert not (tmp_path / "run").exists()  # refused before anything was built or written

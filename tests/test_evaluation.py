@@ -74,13 +74,58 @@ def test_evaluation_leaves_the_global_rng_alone(trained):
     assert torch.equal(state, torch.get_rng_state())
 
 
+class Spy(torch.nn.Module):
+    """Records every logits tensor the evaluation computes."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.seen = model, []
+
+    def forward(self, x):
+        out = self.model(x)
+        self.seen.append(out.detach().clone())
+        return out
+
+
 def test_evaluation_is_float32_inside_bf16_autocast(trained):
     cfg = EvalConfig(eps=[2 / 255], steps=2, limit=40, random_start=False)
     data = loader(build_dataset("builtin:shapes:split=val,n=40"), batch_size=40)
-    plain = accuracy_under_attack(trained, data, cfg.eps, cfg, torch.device("cpu"))
+    reference = Spy(trained)
+    plain = accuracy_under_attack(reference, data, cfg.eps, cfg, torch.device("cpu"))  # outside any autocast
+    spy = Spy(trained)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        inside = accuracy_under_attack(trained, data, cfg.eps, cfg, torch.device("cpu"))
+        inside = accuracy_under_attack(spy, data, cfg.eps, cfg, torch.device("cpu"))
     assert plain == inside
+    assert all(t.dtype == torch.float32 for t in spy.seen)
+    assert len(spy.seen) == len(reference.seen)
+    assert all(torch.equal(a, b) for a, b in zip(spy.seen, reference.seen))  # bit-identical, not just close
+
+
+class Band(torch.nn.Module):
+    """Fooled only while the mean pixel shift is in a band: PGD passes through it and out again.
+
+    Logits of 3 classes over s = mean(x) - 0.5: the true class 0 is constant, class 1 is a bump
+    around s = 1.5a (wins there), class 2 rises slowly, so the cross-entropy rises all the way
+    while the prediction is wrong only at the middle iterate.
+    """
+
+    def forward(self, x):
+        s = x.flatten(1).mean(1) - 0.5
+        a = 1 / 255
+        bump = 3.0 - ((s - 1.5 * a) / (0.6 * a)) ** 2
+        return torch.stack([torch.full_like(s, 2.0), bump, 2.0 * s / a - 6.0], dim=1)
+
+
+def test_a_sample_fooled_by_any_iterate_counts_as_broken():
+    x = torch.full((4, 3, 8, 8), 0.5)
+    y = torch.zeros(4, dtype=torch.long)
+    model = Band()
+    cfg = EvalConfig(eps=[3 / 255], steps=2, step_size=1.5 / 255, random_start=False)
+    with torch.no_grad():  # check the construction: start correct, middle fooled, end correct
+        for k in (0.0, 1.5, 3.0):
+            assert (model(x + k / 255).argmax(-1) == 0).tolist() == [k != 1.5] * 4
+    acc, racc = accuracy_under_attack(model, [(x, y)], cfg.eps, cfg, torch.device("cpu"))
+    assert acc == 100.0 and racc["3/255"] == 0.0  # judged by the last iterate alone it would be 100
 
 
 def test_duplicate_eps_are_rejected():

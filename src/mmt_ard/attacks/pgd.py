@@ -97,9 +97,10 @@ def pgd(
     with eval_mode(model):
         for _ in range(cfg.steps):
             delta.requires_grad_(True)
+            # the backward too: on the CPU it runs in this thread, under any autocast the caller holds
             with _autocast(x, precision):
                 loss = objective(x + delta).float().sum()
-            (grad,) = torch.autograd.grad(loss, delta)
+                (grad,) = torch.autograd.grad(loss, delta)
             grad = grad.detach()
             if cfg.momentum > 0:  # MI-FGSM: accumulate the L1-normalized gradient
                 velocity = cfg.momentum * velocity + grad / _per_sample_norm(grad, 1)
