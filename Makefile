@@ -6,12 +6,13 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install clean
+.PHONY: demo test install lock clean
 
-$(STAMP): pyproject.toml
+# constraints.txt pins the package set the README's numbers were measured with (refresh: make lock)
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -21,6 +22,15 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(ARGS)
+
+# Re-resolve the newest versions pyproject.toml allows and pin them (then rerun the tests and the demo).
+lock:
+	rm -rf .venv-lock
+	$(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/pip install --quiet --upgrade pip
+	.venv-lock/bin/pip install --quiet -e '.[test,benchmark]'
+	.venv-lock/bin/pip freeze --exclude-editable | grep -v -i '^mmt-ard' > constraints.txt
+	rm -rf .venv-lock
 
 clean:
 	rm -rf $(VENV) runs

@@ -118,3 +118,21 @@ def test_resume_refuses_a_changed_config_and_keeps_the_original(tmp_path):
     assert (tmp_path / "r" / "config.yaml").read_text() == config_before
     run_distill(tiny_cfg(tmp_path / "r", "loop.log_every=2"), resume=True)  # loop.* may change
     assert (tmp_path / "r" / "student").is_dir()
+
+
+def test_loop_select_exports_the_best_validated_checkpoint(tmp_path, monkeypatch):
+    import mmt_ard.distill.run as distill_run
+
+    scores = iter([50.0, 70.0, 60.0])  # validations at steps 2, 4 and 6: step 4 is the best
+    monkeypatch.setattr(distill_run, "evaluate_model", lambda *a, **k: {"acc": next(scores, 0.0), "racc": {}})
+    extra = ["loop.eval_every=2", "loop.select=acc"]
+    summary = run_distill(tiny_cfg(tmp_path / "sel", *extra))
+    assert summary["selected"] == {"step": 4, "metric": "acc", "value": 70.0}
+    run_distill(tiny_cfg(tmp_path / "at4", "loop.stop_after=4"))
+    at4 = torch.load(tmp_path / "at4" / "checkpoints" / "last.pt", weights_only=True)["model"]
+    exported = student_weights(tmp_path / "sel")
+    assert all(torch.equal(exported[k], at4[k]) for k in exported)  # the step-4 weights, not the last
+    last = torch.load(tmp_path / "sel" / "checkpoints" / "last.pt", weights_only=True)["model"]
+    assert not all(torch.equal(exported[k], last[k]) for k in exported)
+    with pytest.raises(UserError, match="not a validation metric"):
+        run_distill(tiny_cfg(tmp_path / "bad", "loop.eval_every=2", "loop.select=nope"))

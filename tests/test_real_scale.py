@@ -6,6 +6,7 @@ import logging
 import open_clip
 import pytest
 import torch
+import yaml
 from open_clip.transformer import QuickGELU
 from safetensors.torch import save_file
 
@@ -121,8 +122,11 @@ def test_a_bf16_run_on_a_cpu_without_bf16_trains_in_float32(monkeypatch, tmp_pat
         "eval.limit=8", "eval.steps=1", "loop.precision=bf16", f"output={tmp_path}"])
     run_distill(cfg)
     assert seen == ["fp32"]  # the inner attack ran in float32
-    saved = (tmp_path / "config.yaml").read_text()
-    assert "precision: fp32" in saved  # the run folder says what ran
+    saved = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    assert saved["config"]["loop"]["precision"] == "fp32"  # the run folder says what ran
+    env = saved["environment"]  # and where, with which packages
+    assert env["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert env["packages"]["torch"] == torch.__version__.split("+")[0] and "open_clip_torch" in env["packages"]
 
 
 def _recording_pgd(seen):

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import subprocess
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from importlib import metadata
 from typing import IO, Any
 
 import torch
@@ -81,3 +83,43 @@ def code_version() -> dict[str, str]:
     except (OSError, subprocess.SubprocessError):
         pass
     return info
+
+
+PACKAGES = ("torch", "torchvision", "open_clip_torch", "peft", "numpy", "safetensors", "transformers",
+            "pyautoattack", "webdataset")
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment() -> dict[str, Any]:
+    """What a run's numbers depend on beyond config and code: package versions, CPU and GPU.
+
+    Results are bit-exact only on the same machine type with the same versions; elsewhere CPU and
+    GPU kernels differ (see the README's "Reproducibility").
+    """
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    env: dict[str, Any] = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu": _cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_threads": torch.get_num_threads(),
+        "packages": versions,
+    }
+    if torch.cuda.is_available():
+        env["cuda"] = torch.version.cuda
+        env["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return env

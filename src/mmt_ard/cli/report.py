@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import platform
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from mmt_ard.evaluation import EvalConfig, markdown_table
-from mmt_ard.io import atomic_write_text, code_version
+from mmt_ard.io import atomic_write_text, code_version, environment
 
 
 def read_metrics(folder: Path) -> list[dict[str, Any]]:
@@ -53,6 +52,7 @@ def write_report(
     out: Path, results: dict[str, Any], plan: Any, eval_cfg: EvalConfig, seconds: dict[str, float], quick: bool
 ) -> Path:
     """``report.md``: students in the paper's Table-1 layout, then teachers, then timings."""
+    env = environment()
     students = {k: v for k, v in results.items() if not k.startswith("teachers/")}
     teachers = {k: v for k, v in results.items() if k.startswith("teachers/")}
     lines = [
@@ -76,8 +76,10 @@ def write_report(
         "|---|---|",
         *[f"| {k} | {v} |" for k, v in seconds.items()],
         "",
-        f"Machine: {platform.machine()}, {platform.processor() or 'cpu'}, Python {platform.python_version()}; "
-        f"code {code_version()}.",
+        f"Machine: {env['cpu']} ({env['cpu_capability']}, {env['cpu_threads']} threads), "
+        f"GPUs: {', '.join(env.get('gpus', [])) or 'none'}; Python {env['python']}; code {code_version()}.",
+        "",
+        "Packages: " + ", ".join(f"{k} {v}" for k, v in env["packages"].items()) + ".",
         "",
         "Plan: `" + json.dumps(asdict(plan)) + "`",
         "",

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from mmt_ard.errors import CheckpointError
+from mmt_ard.errors import CheckpointError, ConfigError
 from mmt_ard.io import atomic_torch_save, is_main_process
 
 FORMAT = "mmt-ard-checkpoint/1"
@@ -72,3 +72,55 @@ def load_training_state(path: Path, task: Any, optimizer: Any, scheduler: Any) -
             "resume with the config it was written with, or start over with --overwrite"
         ) from None
     return int(state["step"])
+
+
+BEST_FORMAT = "mmt-ard-best/1"
+
+
+class BestCheckpoint:
+    """Model selection: keeps the model state with the highest validation ``metric`` in ``path``.
+
+    ``metric`` is a key of the flattened validation metrics (e.g. ``sum_acc/2/255``); empty means
+    no selection (the last step is exported). The file survives ``--resume``, so selection
+    continues across interruptions.
+    """
+
+    def __init__(self, path: Path, metric: str) -> None:
+        self.path, self.metric = path, metric
+        self.step: int | None = None
+        self.value: float | None = None
+        if metric and path.is_file():
+            state = self._read()
+            self.step, self.value = int(state["step"]), float(state["value"])
+
+    def _read(self) -> dict[str, Any]:
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise CheckpointError(f"{str(self.path)!r} cannot be read ({type(e).__name__}); start over with --overwrite") from None
+        if not isinstance(state, dict) or state.get("format") != BEST_FORMAT:
+            raise CheckpointError(f"{str(self.path)!r} is not an mmt-ard best-model checkpoint ({BEST_FORMAT})")
+        return state
+
+    def update(self, step: int, metrics: dict[str, Any], task: Any) -> None:
+        """Save the model if ``metrics`` beat the best so far (ties keep the earlier step)."""
+        if not self.metric:
+            return
+        if self.metric not in metrics:
+            raise ConfigError(
+                f"loop.select={self.metric!r} is not a validation metric; choose one of: {', '.join(sorted(metrics))}"
+            )
+        value = float(metrics[self.metric])
+        if self.value is None or value > self.value:
+            self.step, self.value = step, value
+            if is_main_process():
+                atomic_torch_save({"format": BEST_FORMAT, "step": step, "metric": self.metric, "value": value,
+                                   "model": task.model_state()}, self.path)
+
+    def restore(self, task: Any, last_step: int) -> dict[str, Any]:
+        """Load the best model into ``task`` (unless it is the last step's); what was selected."""
+        if not self.metric or self.step is None:
+            return {}
+        if self.step != last_step:
+            task.load_model_state(self._read()["model"])
+        return {"step": self.step, "metric": self.metric, "value": self.value}

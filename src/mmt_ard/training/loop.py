@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from mmt_ard.errors import ConfigError, UserError
 from mmt_ard.io import atomic_write_json
 from mmt_ard.training.batches import batch_indices, labeled_batch
-from mmt_ard.training.checkpoint import load_training_state, save_training_state
+from mmt_ard.training.checkpoint import BestCheckpoint, load_training_state, save_training_state
 from mmt_ard.training.optim import OptimConfig, build_optimizer
 from mmt_ard.training.precision import Precision, effective_precision
 from mmt_ard.training.run import RunDir
@@ -46,6 +46,7 @@ class LoopConfig:
     eval_every: int = 0
     checkpoint_every: int = 0
     stop_after: int = 0  # checkpoint and stop at this step (a time-limited job); 0 = run to the end
+    select: str = ""  # validation metric to select the exported model by (e.g. sum_acc/2/255); "" = last step
 
 
 def resolve_device(name: str) -> torch.device:
@@ -88,6 +89,9 @@ def train(
     if resume:
         log.info("resuming %s at step %d of %d", run.path, start, optim.steps)
         run.metrics.resume_at(start)
+    if loop.select and validate is None:
+        raise ConfigError("loop.select needs validation during training; this command has none")
+    best = BestCheckpoint(run.checkpoint.with_name("best.pt"), loop.select)
     params = [p for _, p in task.named_trainable_parameters()]  # type: ignore[operator]
     last: dict[str, Any] = {}
     val: dict[str, Any] = {}
@@ -131,6 +135,7 @@ def train(
         if validate is not None and loop.eval_every and done % loop.eval_every == 0 and done < optim.steps:
             val = validate(done)
             run.metrics.log(done, val, prefix="val")
+            best.update(done, val, task)
     if start < end or not run.checkpoint.exists():
         save_training_state(run.checkpoint, end, task, opt, sched)
     if end < optim.steps:
@@ -139,6 +144,12 @@ def train(
     if validate is not None:
         val = validate(optim.steps)
         run.metrics.log(optim.steps, val, prefix="val")
+        best.update(optim.steps, val, task)
+    selected = best.restore(task, optim.steps)
+    if selected:
+        log.info("exporting the model of step %d (best %s = %s on the validation set)",
+                 selected["step"], selected["metric"], selected["value"])
+        return {"train": last, "val": val, "selected": selected}
     return {"train": last, "val": val}
 
 

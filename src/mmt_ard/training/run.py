@@ -3,7 +3,7 @@
 Layout::
 
     OUTPUT/
-      config.yaml          resolved config and code version
+      config.yaml          resolved config, code version, environment (packages, CPU, GPU)
       metrics.jsonl        one JSON object per logged step / evaluation
       tb/                  TensorBoard events
       checkpoints/last.pt  training state (atomic; see checkpoint.py)
@@ -24,7 +24,7 @@ import yaml
 
 from mmt_ard.config import save_config, to_dict
 from mmt_ard.errors import UserError
-from mmt_ard.io import atomic_write_text, code_version, is_main_process
+from mmt_ard.io import atomic_write_text, code_version, environment, is_main_process
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ class RunDir:
                 shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
         if is_main_process() and not resume:  # a resumed run keeps the config it started with
             self.path.mkdir(parents=True, exist_ok=True)
-            save_config(cfg, self.path / "config.yaml", extra={"version": code_version()})
+            save_config(cfg, self.path / "config.yaml", extra={"version": code_version(), "environment": environment()})
         self.metrics = MetricsLogger(self.path)
 
     def _check_same_config(self, cfg: Any) -> None:
