@@ -72,7 +72,15 @@ def setup_logging(verbose: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def print_summary(data: Any) -> None:
+def print_summary(data: Any) -> int:
+    """Print a run's summary; the exit code: 0, or 128 + signal number for a run stopped by a signal."""
     import json
+    import signal
 
     print(json.dumps(data, indent=2, default=str))
+    reason = data.get("reason") if isinstance(data, dict) else None
+    if reason is None or "stopped_at" not in data:
+        return 0
+    print(f"mmt-ard: stopped at step {data['stopped_at']} ({reason}) with a checkpoint saved; "
+          "continue with the same command and --resume", file=sys.stderr)
+    return 128 + int(signal.Signals[reason]) if reason.startswith("SIG") else 0

@@ -29,23 +29,23 @@ def _model_values(key: str, text: str | None) -> dict[str, Any]:
     return {f"{key}.arch": spec.arch, f"{key}.pretrained": spec.pretrained, f"{key}.vision": spec.vision}
 
 
-def _pretrain(args: argparse.Namespace) -> None:
+def _pretrain(args: argparse.Namespace) -> int:
     from mmt_ard.training.pretrain import PretrainConfig, run_pretrain
 
     cfg = build_config(PretrainConfig, args, {"model.arch": args.arch} if args.arch else {})
-    print_summary(run_pretrain(cfg, resume=args.resume, overwrite=args.overwrite))
+    return print_summary(run_pretrain(cfg, resume=args.resume, overwrite=args.overwrite))
 
 
-def _finetune(args: argparse.Namespace) -> None:
+def _finetune(args: argparse.Namespace) -> int:
     from mmt_ard.training.finetune import FinetuneConfig, run_finetune
 
     values = {"method": args.method} if args.method else {}
     values.update(_model_values("model", args.model))
     cfg = build_config(FinetuneConfig, args, values)
-    print_summary(run_finetune(cfg, resume=args.resume, overwrite=args.overwrite))
+    return print_summary(run_finetune(cfg, resume=args.resume, overwrite=args.overwrite))
 
 
-def _distill(args: argparse.Namespace) -> None:
+def _distill(args: argparse.Namespace) -> int:
     from mmt_ard.distill.run import DistillConfig, run_distill
 
     values: dict[str, Any] = {}
@@ -56,7 +56,7 @@ def _distill(args: argparse.Namespace) -> None:
     if args.lora:
         values["lora.enabled"] = True
     cfg = build_config(DistillConfig, args, values)
-    print_summary(run_distill(cfg, resume=args.resume, overwrite=args.overwrite))
+    return print_summary(run_distill(cfg, resume=args.resume, overwrite=args.overwrite))
 
 
 def _evaluate(args: argparse.Namespace) -> None:
@@ -149,14 +149,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
     try:
-        args.fn(args)
+        code = args.fn(args)
     except UserError as e:
         print(f"mmt-ard: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("mmt-ard: interrupted; finished checkpoints are kept (continue with --resume)", file=sys.stderr)
         return 130
-    return 0
+    return int(code or 0)
 
 
 if __name__ == "__main__":

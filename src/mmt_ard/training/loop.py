@@ -24,9 +24,10 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from mmt_ard.errors import ConfigError, UserError
+from mmt_ard.errors import ConfigError
 from mmt_ard.io import atomic_write_json
 from mmt_ard.training.batches import batch_indices, labeled_batch
+from mmt_ard.training.guards import NonFiniteGuard, StopRequests
 from mmt_ard.training.checkpoint import BestCheckpoint, load_training_state, save_training_state
 from mmt_ard.training.optim import OptimConfig, build_optimizer
 from mmt_ard.training.precision import Precision, effective_precision
@@ -46,6 +47,8 @@ class LoopConfig:
     eval_every: int = 0
     checkpoint_every: int = 0
     stop_after: int = 0  # checkpoint and stop at this step (a time-limited job); 0 = run to the end
+    max_time: float = 0.0  # seconds of wall clock, then checkpoint and stop like stop_after; 0 = no limit
+    max_nonfinite: int = 5  # non-finite steps in a row (each skipped) before the run stops; 0 = never stop
     select: str = ""  # validation metric to select the exported model by (e.g. sum_acc/2/255); "" = last step
 
 
@@ -93,54 +96,51 @@ def train(
         raise ConfigError("loop.select needs validation during training; this command has none")
     best = BestCheckpoint(run.checkpoint.with_name("best.pt"), loop.select)
     params = [p for _, p in task.named_trainable_parameters()]  # type: ignore[operator]
+    guard = NonFiniteGuard(device, loop.max_nonfinite)
     last: dict[str, Any] = {}
     val: dict[str, Any] = {}
     window: dict[str, torch.Tensor] = {}  # sums of each term since the last log line
     window_steps = 0
     end = min(loop.stop_after, optim.steps) if loop.stop_after > 0 else optim.steps
+    stop_reason = "stop_after" if end < optim.steps else None
     bar = tqdm(range(start, end), desc=desc, initial=start, total=optim.steps, disable=None)
-    for step in bar:
-        t0 = time.perf_counter()
-        task.train()
-        batch = batches(step)
-        with autocast(device, loop.precision):
-            terms = task.training_step(batch, step)  # type: ignore[operator]
-        loss = terms["loss"]
-        if not torch.isfinite(loss):
-            raise UserError(
-                f"the loss became {float(loss.detach())} at step {step}; lower optim.lr or use precision=fp32. "
-                f"The last checkpoint ({run.checkpoint}) is untouched"
-            )
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if optim.grad_clip > 0:
-            terms["grad_norm"] = torch.nn.utils.clip_grad_norm_(params, optim.grad_clip)
-        lr = sched.get_last_lr()[0]  # the rate this step used
-        opt.step()
-        sched.step()
-        done = step + 1
-        for key, value in terms.items():
-            value = value.detach().float() if isinstance(value, torch.Tensor) else torch.tensor(float(value))
-            window[key] = window[key] + value if key in window else value
-        window_steps += 1
-        if done % max(loop.log_every, 1) == 0 or done == end:
-            last = {k: float(v) / window_steps for k, v in window.items()}  # means over the interval
-            window, window_steps = {}, 0
-            last["lr"] = lr
-            last["images_per_s"] = _batch_size(batch) / max(time.perf_counter() - t0, 1e-9)
-            run.metrics.log(done, last)
-            bar.set_postfix(loss=f"{last['loss']:.4f}")
-        if loop.checkpoint_every and done % loop.checkpoint_every == 0:
-            save_training_state(run.checkpoint, done, task, opt, sched)
-        if validate is not None and loop.eval_every and done % loop.eval_every == 0 and done < optim.steps:
-            val = validate(done)
-            run.metrics.log(done, val, prefix="val")
-            best.update(done, val, task)
+    with StopRequests(loop.max_time) as requests:
+        for step in bar:
+            t0 = time.perf_counter()
+            task.train()
+            batch = batches(step)
+            with autocast(device, loop.precision):
+                terms = task.training_step(batch, step)  # type: ignore[operator]
+            lr = sched.get_last_lr()[0]  # the rate this step uses
+            terms["grad_norm"] = _optimizer_step(terms["loss"], params, opt, optim.grad_clip, guard)
+            sched.step()
+            done = step + 1
+            for key, value in terms.items():
+                value = value.detach().float() if isinstance(value, torch.Tensor) else torch.tensor(float(value))
+                window[key] = window[key] + value if key in window else value
+            window_steps += 1
+            if done % max(loop.log_every, 1) == 0 or done == end:
+                last = {k: float(v) / window_steps for k, v in window.items()}  # means over the interval
+                window, window_steps = {}, 0
+                last.update(lr=lr, skipped_steps=guard.check(done, str(run.checkpoint)))
+                last["images_per_s"] = _batch_size(batch) / max(time.perf_counter() - t0, 1e-9)
+                run.metrics.log(done, last)
+                bar.set_postfix(loss=f"{last['loss']:.4f}")
+            if loop.checkpoint_every and done % loop.checkpoint_every == 0:
+                save_training_state(run.checkpoint, done, task, opt, sched)
+            if validate is not None and loop.eval_every and done % loop.eval_every == 0 and done < optim.steps:
+                val = validate(done)
+                run.metrics.log(done, val, prefix="val")
+                best.update(done, val, task)
+            if requests.reason() and done < optim.steps:
+                end, stop_reason = done, requests.reason()
+                break
     if start < end or not run.checkpoint.exists():
         save_training_state(run.checkpoint, end, task, opt, sched)
     if end < optim.steps:
-        log.info("stopped at step %d of %d as asked; continue with --resume", end, optim.steps)
-        return {"train": last, "val": val, "stopped_at": end}
+        log.info("stopped at step %d of %d (%s); checkpoint saved, continue with --resume", end, optim.steps,
+                 stop_reason)
+        return {"train": last, "val": val, "stopped_at": end, "reason": stop_reason}
     if validate is not None:
         val = validate(optim.steps)
         run.metrics.log(optim.steps, val, prefix="val")
@@ -151,6 +151,23 @@ def train(
                  selected["step"], selected["metric"], selected["value"])
         return {"train": last, "val": val, "selected": selected}
     return {"train": last, "val": val}
+
+
+def _optimizer_step(
+    loss: torch.Tensor, params: list[torch.Tensor], opt: torch.optim.Optimizer, clip: float, guard: NonFiniteGuard
+) -> torch.Tensor:
+    """Backward, clip, and a fused AdamW step that a non-finite loss or gradient skips on the device."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    grads = [p.grad for p in params if p.grad is not None]
+    if clip > 0:
+        norm = torch.nn.utils.clip_grad_norm_(params, clip)
+    else:
+        norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
+    opt.found_inf = guard.found_inf(loss, norm)  # type: ignore[attr-defined]  # read by the fused step
+    opt.step()
+    del opt.found_inf  # type: ignore[attr-defined]
+    return norm.detach()
 
 
 def train_and_export(

@@ -24,7 +24,7 @@ import yaml
 
 from mmt_ard.config import save_config, to_dict
 from mmt_ard.errors import UserError
-from mmt_ard.io import atomic_write_text, code_version, environment, is_main_process
+from mmt_ard.io import atomic_write_text, code_version, environment, is_main_process, remove_stale_temporaries
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +91,8 @@ class RunDir:
             raise UserError(f"nothing to resume: {str(self.checkpoint)!r} does not exist")
         if resume:
             self._check_same_config(cfg)
+            if is_main_process() and remove_stale_temporaries(self.checkpoint.parent):
+                log.info("removed the partial checkpoint a killed run left in %s", self.checkpoint.parent)
         if overwrite and not resume and is_main_process():
             for name in ("checkpoints", "tb", "metrics.jsonl", "summary.json"):
                 target = self.path / name
