@@ -60,7 +60,7 @@ def test_each_check_fires_on_a_bad_case_and_not_on_a_good_one():
 
 
 def test_gradient_masking_is_flagged_with_cause_and_fix(caplog):
-    plain = tiny_classifier("mmt-vit-t")
+    plain = tiny_classifier("mmt-vit-s")
     masked = RoundingClassifier(plain.clip, plain.head).eval()
     data = _data(masked)
     cfg = EvalConfig(**CFG)
@@ -75,7 +75,7 @@ def test_gradient_masking_is_flagged_with_cause_and_fix(caplog):
 
 
 def test_a_normal_model_passes_every_check(caplog):
-    clf = tiny_classifier("mmt-vit-t").eval()
+    clf = tiny_classifier("mmt-vit-s").eval()
     data = _data(clf)
     cfg = EvalConfig(attack="pgd+autoattack", **CFG)
     with caplog.at_level(logging.WARNING, logger="mmt_ard"):

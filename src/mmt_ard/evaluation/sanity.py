@@ -87,15 +87,21 @@ def check_gradients(zero: int, checked: int) -> Flag:
                 "remove the non-differentiable step for evaluation or use a gradient-free / BPDA attack")
 
 
-def _subset(data: Iterable[tuple[torch.Tensor, torch.Tensor]], n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def correct_subset(
+    clf: ZeroShotClassifier, data: Iterable[tuple[torch.Tensor, torch.Tensor]], n: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Up to ``n`` samples the model classifies correctly (so accuracy starts at 100%), in data order."""
     xs, ys, count = [], [], 0
     for x, y in data:
-        xs.append(x)
-        ys.append(y)
-        count += len(y)
+        x, y = x.to(device), y.to(device)
+        with torch.no_grad(), torch.autocast(device.type, enabled=False):
+            keep = clf(x).argmax(-1) == y
+        xs.append(x[keep])
+        ys.append(y[keep])
+        count += int(keep.sum())
         if count >= n:
             break
-    return torch.cat(xs)[:n].to(device), torch.cat(ys)[:n].to(device)
+    return torch.cat(xs)[:n], torch.cat(ys)[:n]
 
 
 def _pct(mask: torch.Tensor) -> float:
@@ -134,12 +140,8 @@ def run_sanity_checks(
     """Every check (see the module table) for one robust evaluation; warns about each failure."""
     flags: dict[str, Flag] = {"monotone_in_eps": check_monotone(racc, cfg.sanity_tolerance),
                               "nonzero_gradients": check_gradients(trace.zero_grad, trace.grad_checked)}
-    device = clf.head.device
-    x, y = _subset(data, cfg.sanity_samples, device)
+    x, y = correct_subset(clf, data, cfg.sanity_samples, clf.head.device)
     eps = max(cfg.eps)
-    with torch.no_grad(), torch.autocast(device.type, enabled=False):
-        keep = clf(x).argmax(-1) == y  # attack what the model gets right: 100% before the attack
-    x, y = x[keep], y[keep]
     if len(y) == 0:
         flags["subset"] = flag(False, 0, "no correctly classified sample in the sanity subset", "an untrained model",
                                "raise eval.sanity_samples")
