@@ -128,3 +128,11 @@ def test_evaluate_model_reports_pgd_and_the_worst_case(clf, caplog):
     assert res["attack"] == "pgd+autoattack" and set(res["racc_by_attack"]) == {"pgd", "autoattack"}
     for eps, worst in res["racc"].items():
         assert worst == res["racc_by_attack"]["autoattack"][eps] <= res["racc_by_attack"]["pgd"][eps]
+
+
+def test_gap_table_puts_pgd_next_to_the_worst_case():
+    from mmt_ard.evaluation import attack_gap_table
+
+    res = {"attack": "pgd+autoattack", "racc": {"1/255": 25.0}, "racc_by_attack": {"pgd": {"1/255": 30.0}}}
+    assert "| m | 1/255 | 30.00 | 25.00 | 5.00 |" in attack_gap_table({"m": res})
+    assert attack_gap_table({"m": {**res, "attack": "autoattack"}}) == ""  # no PGD-alone number to compare
