@@ -67,8 +67,8 @@ class DemoPlan:
 
     @staticmethod
     def quick(device: str = "auto") -> DemoPlan:
-        return DemoPlan(100, 100, 64, 40, 30, 40, 32, 2, 300, 5, device, 6000, 3000,
-                        aa_iterations=5, aa_targets=1, sanity_samples=32)
+        return DemoPlan(100, 100, 64, 40, 30, 40, 32, 2, 200, 5, device, 6000, 3000,
+                        aa_iterations=3, aa_targets=1, sanity_samples=16)
 
     def eval_config(self) -> EvalConfig:
         """Final evaluation: PGD, then the reduced AutoAttack on what PGD left (per-sample worst case)."""

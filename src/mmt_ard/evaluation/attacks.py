@@ -105,17 +105,19 @@ class AttackTrace:
     hits: dict[str, dict[float, int]] = field(default_factory=dict)
     zero_grad: int = 0
     grad_checked: int = 0
+    check_gradients: bool = True  # one extra forward-backward per batch
 
     @classmethod
     def for_eval(cls, cfg: EvalConfig, tag: str) -> AttackTrace:
         state = Path(cfg.state_dir) if cfg.state_dir else None
-        return cls(attack_names(cfg.attack), AttackContext(state, re.sub(r"[^A-Za-z0-9_.-]+", "_", tag)))
+        context = AttackContext(state, re.sub(r"[^A-Za-z0-9_.-]+", "_", tag))
+        return cls(attack_names(cfg.attack), context, check_gradients=cfg.sanity)
 
     def start_batch(self, classifier: ZeroShotClassifier, x: torch.Tensor, y: torch.Tensor, size: int) -> None:
         """A new batch of ``size`` samples; ``x, y`` are its clean-correct ones (gradient check)."""
         self.context.batch += 1
         self.total += size
-        if len(y):
+        if self.check_gradients and len(y):
             self.zero_grad += int((input_gradient_norms(classifier, x, y) == 0).sum())
             self.grad_checked += len(y)
 

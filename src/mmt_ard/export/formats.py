@@ -78,7 +78,10 @@ def _hf(clip: PixelCLIP, folder: Path) -> Path:
 
 
 def export_model(clip: PixelCLIP, folder: str | Path, fmt: str) -> Path:
-    """Write ``clip`` to ``folder`` in format ``fmt`` (see the module table); returns the main file/folder."""
+    """Write ``clip`` to ``folder`` in format ``fmt`` (see the module table); returns the main file/folder.
+
+    ``clip`` is put in float32 and eval mode (in place) first: exports are full precision.
+    """
     exporter = EXPORT_FORMATS.get(fmt)
     out = Path(folder)
     if not is_main_process():
