@@ -1,11 +1,9 @@
 """Evaluation attacks: APGD from pyautoattack on our classifiers, the per-sample chain, resume."""
 
-import logging
 
 import pytest
 import torch
 
-from mmt_ard.data import build_dataset, loader
 from mmt_ard.errors import UserError
 from mmt_ard.evaluation import EvalConfig, accuracy_under_attack, evaluate_model
 from mmt_ard.evaluation import autoattack as aa
@@ -121,7 +119,7 @@ def test_bad_attack_names_are_user_errors():
         EvalConfig(n_target_classes=0).validate()
 
 
-def test_evaluate_model_reports_pgd_and_the_worst_case(clf, caplog):
+def test_evaluate_model_reports_pgd_and_the_worst_case(clf):
     cfg = _cfg(attack="pgd+autoattack", eps=[1 / 255, 4 / 255], limit=24, zero_shot=[], sanity=False,
                dataset="builtin:shapes:split=val")
     res = evaluate_model(clf.clip, cfg)

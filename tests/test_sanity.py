@@ -2,7 +2,6 @@
 
 import logging
 
-import pytest
 import torch
 
 from mmt_ard.evaluation import EvalConfig

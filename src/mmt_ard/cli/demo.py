@@ -67,7 +67,7 @@ class DemoPlan:
 
     @staticmethod
     def quick(device: str = "auto") -> DemoPlan:
-        return DemoPlan(100, 100, 64, 40, 30, 40, 32, 2, 200, 5, device, 6000, 3000,
+        return DemoPlan(100, 100, 64, 40, 30, 40, 32, 2, 300, 5, device, 6000, 3000,
                         aa_iterations=3, aa_targets=1, sanity_samples=16)
 
     def eval_config(self) -> EvalConfig:

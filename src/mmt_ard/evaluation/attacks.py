@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -164,11 +164,6 @@ def attack_survivors(
         if trace is not None:
             trace.record(name, eps, int(correct.sum()))
     return correct
-
-
-def with_steps(cfg: EvalConfig, steps: int, restarts: int) -> EvalConfig:
-    """A copy of ``cfg`` with another PGD budget (the sanity checks compare budgets)."""
-    return replace(cfg, steps=steps, restarts=restarts)
 
 
 def _register_apgd() -> None:

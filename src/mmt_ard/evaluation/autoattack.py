@@ -20,8 +20,8 @@ from __future__ import annotations
 import json
 import logging
 import math
-from contextlib import contextmanager
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,8 +29,8 @@ import torch
 from pyautoattack.autopgd_base import APGDAttack, APGDAttack_targeted
 from pyautoattack.state import EvaluationState
 
-from mmt_ard.io import atomic_write_json
 from mmt_ard.evaluation.attacks import EVAL_ATTACKS, AttackContext, still_correct
+from mmt_ard.io import atomic_write_json
 from mmt_ard.models.clip import ZeroShotClassifier
 from mmt_ard.models.frozen import eval_mode
 

@@ -1,5 +1,8 @@
 """Clean, robust and zero-shot accuracy of CLIP models (METHOD.md section 4).
 
+Which attacks run is ``EvalConfig.attack`` (see evaluation/attacks.py: PGD, APGD-CE, APGD-T and
+AutoAttack, chained per sample); evaluation/sanity.py checks the numbers for gradient masking.
+
 Robust accuracy uses PGD on the cross-entropy of the zero-shot logits, in float32 with
 autocast off and the model in eval mode. The eps values are attacked in increasing order and a
 sample counts as robust at eps only if it also survived every smaller eps: an adversarial example
@@ -190,7 +193,9 @@ def evaluate_model(
     for spec in cfg.zero_shot:
         zds, zdata = _data(spec, cfg)
         zclf = ZeroShotClassifier(clip, heads.head(clip, zds.classnames, zds.templates)).to(device)
-        zacc, zracc = accuracy_under_attack(zclf, zdata, cfg.zero_shot_eps, cfg, device, desc=f"{name}: {zds.name}")
+        ztrace = AttackTrace.for_eval(cfg, f"{name}-{zds.name}")  # same attacks; resumable
+        zacc, zracc = accuracy_under_attack(zclf, zdata, cfg.zero_shot_eps, cfg, device, desc=f"{name}: {zds.name}",
+                                            trace=ztrace)
         result["zero_shot"][zds.name] = zacc
         if cfg.zero_shot_eps:
             result["zero_shot_racc"][zds.name] = zracc

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from mmt_ard.attacks import OBJECTIVES, PGDConfig, pgd
-from mmt_ard.evaluation.attacks import AttackContext, AttackTrace, EVAL_ATTACKS, attack_names, still_correct
+from mmt_ard.evaluation.attacks import EVAL_ATTACKS, AttackContext, AttackTrace, attack_names
 from mmt_ard.evaluation.autoattack import AUTOATTACK, run_apgd
 from mmt_ard.models.clip import ZeroShotClassifier
 
