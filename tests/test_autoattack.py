@@ -104,10 +104,16 @@ def test_autoattack_is_float32_inside_bf16_autocast(clf, batch):
     x, y = batch
     data = [(x, y)]
     cfg = _cfg(attack="autoattack", eps=[4 / 255], sanity=False)
-    plain = accuracy_under_attack(clf, data, cfg.eps, cfg, torch.device("cpu"))
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        inside = accuracy_under_attack(clf, data, cfg.eps, cfg, torch.device("cpu"))
+    dtypes = []
+    hook = clf.clip.model.visual.register_forward_hook(lambda m, i, o: dtypes.append(o.dtype))
+    try:
+        plain = accuracy_under_attack(clf, data, cfg.eps, cfg, torch.device("cpu"))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            inside = accuracy_under_attack(clf, data, cfg.eps, cfg, torch.device("cpu"))
+    finally:
+        hook.remove()
     assert plain == inside
+    assert len(dtypes) > 20 and set(dtypes) == {torch.float32}  # every forward of every attack step
 
 
 def test_bad_attack_names_are_user_errors():

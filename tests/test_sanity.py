@@ -28,6 +28,23 @@ class RoundingClassifier(ZeroShotClassifier):
         return self.clip.encode_image(mean.expand_as(x))
 
 
+class ConstantClassifier(ZeroShotClassifier):
+    """Always predicts class 0: not robust, just blind; its accuracy under any attack is chance."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tensor([5.0, 0.0, 0.0, 0.0]) + 0 * x.sum(dim=(1, 2, 3)).unsqueeze(1)
+
+
+def test_a_constant_classifier_is_at_chance_not_robust():
+    plain = tiny_classifier("mmt-vit-s")
+    blind = ConstantClassifier(plain.clip, plain.head).eval()
+    x = torch.rand(32, 3, 32, 32)
+    y = torch.arange(32) % 4  # clean accuracy 25% = chance
+    flags = run_sanity_checks(blind, [(x, y)], {"2/255": 25.0, "8/255": 25.0}, EvalConfig(**CFG), _trace(blind, [(x, y)]))
+    assert flags["large_eps_to_chance"]["ok"] and flags["large_eps_to_chance"]["value"] == 25.0
+    assert not flags["nonzero_gradients"]["ok"]  # but its gradients are flagged
+
+
 def _data(clf, n=16):
     x = torch.rand(n, 3, 32, 32, generator=torch.Generator().manual_seed(7))
     with torch.no_grad():
