@@ -66,8 +66,14 @@ PRESETS = sorted((__import__("pathlib").Path(__file__).parent.parent / "src/mmt_
 
 @pytest.mark.parametrize("preset", PRESETS, ids=[p.stem for p in PRESETS])
 def test_shipped_presets_load_into_their_configs(preset, monkeypatch):
+    from mmt_ard.cli.evaluate import EvaluateConfig
     from mmt_ard.training.finetune import FinetuneConfig
 
+    if preset.stem == "paper-eval":
+        cfg = load_config(EvaluateConfig, preset)
+        cfg.eval.validate()
+        assert cfg.eval.attack == "pgd+autoattack" and cfg.eval.apgd_iterations == 100
+        return
     cls = FinetuneConfig if "method:" in preset.read_text() else DistillConfig
     cfg = load_config(cls, preset)
     assert cfg.optim.steps == 5000 and cfg.loop.precision == "bf16"

@@ -23,6 +23,9 @@ def test_quick_demo_end_to_end_and_reuse(tmp_path, capsys, caplog):
         assert set(res["zero_shot"]) == {"combos", "outlines"}
     report = (tmp_path / "report.md").read_text()
     assert "## Students" in report and "| mmt-ard | 1/255 |" in report and "| baseline | 4/255 |" in report
+    assert "gap PGD - AA |" in report and "| rn-s/mmt-ard | 4/255 |" in report and "## Sanity checks" in report
+    for res in results.values():
+        assert res["attack"] == "pgd+autoattack" and all(f["ok"] in (True, False) for f in res["sanity"].values())
     assert (tmp_path / "curves.png").stat().st_size > 10_000
     assert str(tmp_path / "report.md") in capsys.readouterr().out
     for stage in ("distill-vit-s-confidence", "distill-vit-s-lora-confidence", "teacher-adv"):

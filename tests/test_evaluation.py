@@ -50,7 +50,7 @@ def test_robust_accuracy_does_not_rise_with_eps_and_attacks_bite(trained):
 def test_evaluate_model_result_layout(trained):
     cfg = EvalConfig(dataset="builtin:shapes:split=val", eps=[1 / 255], steps=1, limit=50, zero_shot_eps=[1 / 255])
     res = evaluate_model(trained.clip, cfg)
-    assert set(res) == {"acc", "racc", "sum_acc", "zero_shot", "zero_shot_racc"}
+    assert set(res) == {"acc", "racc", "sum_acc", "zero_shot", "zero_shot_racc", "attack", "racc_by_attack", "sanity"}
     assert res["sum_acc"]["1/255"] == pytest.approx(res["acc"] + res["racc"]["1/255"])
     assert set(res["zero_shot"]) == {"combos", "outlines"}
 

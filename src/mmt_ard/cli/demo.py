@@ -4,8 +4,9 @@
 2. fine-tune the teacher: clean (CE) -> clean teacher, PMG-AFT -> adversarial teacher;
 3. distill ViT and ResNet students with the single-teacher baseline (``adv-only``, no
    cross-modal term) and with MMT-ARD (``confidence``, default gamma), plus a LoRA ViT student with MMT-ARD;
-4. evaluate everything at eps 1-4/255 and zero-shot; write ``results.json``, ``report.md`` and
-   ``curves.png``.
+4. evaluate everything at eps 1-4/255 with PGD and then APGD-CE + APGD-T (a reduced AutoAttack:
+   fewer iterations and target classes, sized for a CPU) on the samples PGD left, with the
+   sanity checks, and zero-shot; write ``results.json``, ``report.md`` and ``curves.png``.
 
 Each stage is a normal run folder under the output; a stage whose folder holds a finished run
 with the same config is reused (``--force`` redoes it).
@@ -60,10 +61,20 @@ class DemoPlan:
     device: str = "auto"
     caption_n: int = 20000
     train_n: int = 12000
+    aa_iterations: int = 10  # APGD iterations (AutoAttack uses 100)
+    aa_targets: int = 1  # APGD-T target classes (AutoAttack uses 9)
+    sanity_samples: int = 64
 
     @staticmethod
     def quick(device: str = "auto") -> DemoPlan:
-        return DemoPlan(100, 100, 64, 40, 30, 40, 32, 2, 300, 5, device, 6000, 3000)
+        return DemoPlan(100, 100, 64, 40, 30, 40, 32, 2, 300, 5, device, 6000, 3000,
+                        aa_iterations=3, aa_targets=1, sanity_samples=16)
+
+    def eval_config(self) -> EvalConfig:
+        """Final evaluation: PGD, then the reduced AutoAttack on what PGD left (per-sample worst case)."""
+        return EvalConfig(limit=self.eval_limit, steps=self.eval_steps, attack="pgd+autoattack",
+                          apgd_iterations=self.aa_iterations, n_target_classes=self.aa_targets,
+                          sanity_samples=self.sanity_samples)
 
 
 @dataclass
@@ -183,7 +194,7 @@ def evaluate_all(out: Path, eval_cfg: EvalConfig, device: str, reuse: bool) -> d
         if json.loads(cache.read_text()) == json.loads(json.dumps(key)):
             log.info("evaluate: reusing %s", out / "results.json")
             return json.loads((out / "results.json").read_text())
-    log.info("evaluating %d models at eps 1-4/255 and zero-shot", len(specs))
+    log.info("evaluating %d models at eps 1-4/255 (%s) and zero-shot", len(specs), eval_cfg.attack)
     dev = resolve_device(device)
     models = {name: load_clip(spec, dev) for name, spec in specs.items()}
     results = evaluate_models(models, eval_cfg, heads=TextHeadCache(default_cache_dir()), device=dev)
@@ -202,7 +213,7 @@ def run_demo(output: str | Path, quick: bool = False, force: bool = False, devic
     stages = plan_stages(out, plan)
     seconds = run_stages(stages, force)
     t_eval = time.perf_counter()
-    eval_cfg = EvalConfig(limit=plan.eval_limit, steps=plan.eval_steps)
+    eval_cfg = plan.eval_config()
     results = evaluate_all(out, eval_cfg, plan.device, reuse=not force)
     seconds["evaluate"] = round(time.perf_counter() - t_eval, 1)
     seconds["total"] = round(time.perf_counter() - t0, 1)

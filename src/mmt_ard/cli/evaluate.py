@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mmt_ard.errors import UserError
+from mmt_ard.config import to_dict
 from mmt_ard.evaluation import EvalConfig, evaluate_models, markdown_table
+from mmt_ard.evaluation.sanity import sanity_markdown
 from mmt_ard.io import atomic_write_json, atomic_write_text
 from mmt_ard.models import ModelSpec, TextHeadCache, default_cache_dir, load_clip
-from mmt_ard.models.export import CONFIG
+from mmt_ard.models.export import CONFIG, resolve_weights
 from mmt_ard.training.loop import LoopConfig, resolve_device
 
 
@@ -52,9 +56,27 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
         raise UserError("no models to evaluate; pass --model NAME=ARCH@WEIGHTS (repeatable)")
     cfg.eval.validate()
     device = resolve_device(cfg.loop.device)
+    out = Path(cfg.output)
+    own_state = cfg.eval.state_dir is None
+    if own_state:  # AutoAttack state under the output, keyed by what the numbers depend on
+        cfg.eval.state_dir = str(out / "autoattack-state" / _fingerprint(cfg))
     models = {name: load_clip(spec, device=device) for name, spec in cfg.models.items()}
     results = evaluate_models(models, cfg.eval, heads=TextHeadCache(default_cache_dir()), device=device)
-    out = Path(cfg.output)
     atomic_write_json(out / "results.json", results)
-    atomic_write_text(out / "results.md", markdown_table(results))
+    atomic_write_text(out / "results.md", markdown_table(results) + sanity_markdown(results))
+    if own_state:  # finished: the state would only go stale
+        shutil.rmtree(out / "autoattack-state", ignore_errors=True)
     return results
+
+
+def _fingerprint(cfg: EvaluateConfig) -> str:
+    """Eval config, model specs and weight files (size, mtime): a resumed run must attack the same thing."""
+    files = []
+    for spec in cfg.models.values():
+        for p in (spec.pretrained, spec.vision):
+            path = resolve_weights(p) if p else None
+            stat = path.stat() if path is not None and path.exists() else None
+            files.append([p, stat.st_size if stat else 0, stat.st_mtime_ns if stat else 0])
+    key = json.dumps({"eval": to_dict(cfg.eval), "models": {k: to_dict(v) for k, v in cfg.models.items()}, "files": files},
+                     sort_keys=True)
+    return hashlib.sha256(key.encode()).hexdigest()[:12]

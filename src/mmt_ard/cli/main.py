@@ -1,4 +1,4 @@
-"""``mmt-ard``: pretrain, finetune, distill, evaluate, demo, list.
+"""``mmt-ard``: pretrain, finetune, distill, evaluate, export, demo, list.
 
 Every training command takes ``--config PRESET``, ``--output DIR`` and ``key.path=value``
 overrides, and saves the resolved config beside its run. Bad input exits with code 2 and a
@@ -64,7 +64,7 @@ def _evaluate(args: argparse.Namespace) -> None:
 
     from mmt_ard.cli.evaluate import EvaluateConfig, parse_model_arg, run_evaluate
 
-    cfg = build_config(EvaluateConfig, args)
+    cfg = build_config(EvaluateConfig, args, _eval_values(args))
     for text in args.model or []:
         name, spec = parse_model_arg(text)
         if name in cfg.models:
@@ -73,6 +73,23 @@ def _evaluate(args: argparse.Namespace) -> None:
     run_evaluate(cfg)
     print((Path(cfg.output) / "results.md").read_text())
     log.info("wrote %s/results.json and results.md", cfg.output)
+
+
+EVAL_FLAGS = {  # flag -> EvalConfig field (the same names work as eval.<field>=... overrides)
+    "attack": "attack", "eps": "eps", "steps": "steps", "restarts": "restarts", "apgd_iterations": "apgd_iterations",
+    "target_classes": "n_target_classes", "limit": "limit", "zero_shot_eps": "zero_shot_eps",
+}
+
+
+def _eval_values(args: argparse.Namespace) -> dict[str, Any]:
+    return {f"eval.{key}": getattr(args, flag) for flag, key in EVAL_FLAGS.items() if getattr(args, flag) is not None}
+
+
+def _export(args: argparse.Namespace) -> None:
+    from mmt_ard.cli.export import run_export
+
+    out = run_export(args.source, args.format, args.output, device=args.device or "cpu")
+    print(f"wrote {args.format} export to {out}")
 
 
 def _demo(args: argparse.Namespace) -> None:
@@ -87,6 +104,8 @@ def _list(args: argparse.Namespace) -> None:
     from mmt_ard.cli.common import PRESET_DIR
     from mmt_ard.data import list_builtin_tasks
     from mmt_ard.distill import STRATEGIES
+    from mmt_ard.evaluation.attacks import EVAL_ATTACKS
+    from mmt_ard.export import EXPORT_FORMATS
     from mmt_ard.models import BUILTIN_ARCHS
     from mmt_ard.training.finetune import FINETUNE_METHODS
 
@@ -97,6 +116,8 @@ def _list(args: argparse.Namespace) -> None:
     print("weighting strategies:", ", ".join(STRATEGIES.names()))
     print("fine-tuning methods:", ", ".join(FINETUNE_METHODS.names()))
     print("attack objectives:", ", ".join(OBJECTIVES.names()))
+    print("evaluation attacks (--attack, join with '+'):", ", ".join(EVAL_ATTACKS.names()))
+    print("export formats (mmt-ard export --format):", ", ".join(EXPORT_FORMATS.names()))
     print("presets:", ", ".join(sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))))
 
 
@@ -130,8 +151,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="YAML preset")
     p.add_argument("--output", help="folder for results.json and results.md")
     p.add_argument("--device", help="auto (default), cpu, cuda")
+    p.add_argument("--attack", help="pgd | apgd-ce | apgd-t | autoattack, or several joined by '+' (per-sample worst case)")
+    p.add_argument("--eps", help="comma list of budgets, e.g. 1/255,2/255,4/255")
+    p.add_argument("--steps", help="PGD steps (default 10)")
+    p.add_argument("--restarts", help="PGD and APGD restarts (default 1)")
+    p.add_argument("--apgd-iterations", dest="apgd_iterations", help="APGD iterations (default 100)")
+    p.add_argument("--target-classes", dest="target_classes", help="APGD-T target classes (default 9, capped at C-1)")
+    p.add_argument("--limit", help="number of evaluation samples (a seeded random subset)")
+    p.add_argument("--zero-shot-eps", dest="zero_shot_eps", help="comma list: robust zero-shot at these eps")
     p.add_argument("overrides", nargs="*", metavar="key.path=value", help="e.g. eval.limit=500 eval.eps=[1/255]")
     p.set_defaults(fn=_evaluate)
+
+    p = sub.add_parser("export", help="write a model as open_clip, vision-state-dict or transformers (hf) files")
+    p.add_argument("source", metavar="RUN_OR_MODEL", help="a run folder, an export folder or ARCH@WEIGHTS[,vision=PATH]")
+    p.add_argument("--format", required=True, help="open_clip | vision-state-dict | hf (see `mmt-ard list`)")
+    p.add_argument("--output", required=True, help="output folder (must be empty or new)")
+    p.add_argument("--device", help="cpu (default) or cuda")
+    p.set_defaults(fn=_export)
 
     p = sub.add_parser("demo", help="the whole paper pipeline on the built-in world, offline, on a CPU")
     p.add_argument("--output", help="output folder (default runs/demo, or runs/demo-quick with --quick)")
@@ -140,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="auto (default), cpu, cuda")
     p.set_defaults(fn=_demo)
 
-    p = sub.add_parser("list", help="architectures, datasets, strategies, methods, presets")
+    p = sub.add_parser("list", help="architectures, datasets, strategies, methods, attacks, export formats, presets")
     p.set_defaults(fn=_list)
     return parser
 

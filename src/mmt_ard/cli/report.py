@@ -7,7 +7,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from mmt_ard.evaluation import EvalConfig, markdown_table
+from mmt_ard.evaluation import EvalConfig, attack_gap_table, markdown_table
+from mmt_ard.evaluation.sanity import sanity_markdown
 from mmt_ard.io import atomic_write_text, code_version, environment
 
 
@@ -70,6 +71,14 @@ def write_report(
         "## Teachers",
         "",
         markdown_table(teachers),
+        "## PGD vs AutoAttack",
+        "",
+        f"racc above is the per-sample worst case over PGD-{eval_cfg.steps} and then APGD-CE + APGD-T "
+        f"({eval_cfg.apgd_iterations} iterations, {eval_cfg.n_target_classes} target class(es): a reduced AutoAttack "
+        "sized for a CPU) on the samples PGD left. The gap is how much PGD alone overstates robustness.",
+        "",
+        attack_gap_table(results),
+        sanity_markdown(results),
         "## Run",
         "",
         "| stage | seconds (0 = reused) |",

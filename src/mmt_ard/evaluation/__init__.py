@@ -8,6 +8,6 @@ from mmt_ard.evaluation.metrics import (
     evaluate_model,
     evaluate_models,
 )
-from mmt_ard.evaluation.report import markdown_table
+from mmt_ard.evaluation.report import attack_gap_table, markdown_table
 
-__all__ = ["EvalConfig", "accuracy_under_attack", "check_datasets", "eps_key", "evaluate_model", "evaluate_models", "markdown_table"]
+__all__ = ["attack_gap_table", "EvalConfig", "accuracy_under_attack", "check_datasets", "eps_key", "evaluate_model", "evaluate_models", "markdown_table"]

@@ -1,5 +1,8 @@
 """Clean, robust and zero-shot accuracy of CLIP models (METHOD.md section 4).
 
+Which attacks run is ``EvalConfig.attack`` (see evaluation/attacks.py: PGD, APGD-CE, APGD-T and
+AutoAttack, chained per sample); evaluation/sanity.py checks the numbers for gradient masking.
+
 Robust accuracy uses PGD on the cross-entropy of the zero-shot logits, in float32 with
 autocast off and the model in eval mode. A sample counts as broken if any PGD iterate (the
 random start included) fooled the model, not only the last one. The eps values are attacked in increasing order and a
@@ -20,13 +23,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch.utils.data import Subset
 from tqdm.auto import tqdm
 
-from mmt_ard.attacks import PGDConfig, pgd
+from mmt_ard.attacks import PGDConfig
 from mmt_ard.data import build_dataset, loader
 from mmt_ard.errors import ConfigError
+from mmt_ard.evaluation.attacks import AttackTrace, attack_survivors, validate_attack_options
+from mmt_ard.evaluation.sanity import robustness_details
 from mmt_ard.models import PixelCLIP, TextHeadCache, ZeroShotClassifier
 
 log = logging.getLogger(__name__)
@@ -49,6 +53,18 @@ class EvalConfig:
     limit: int | None = None
     batch_size: int = 250
     seed: int = 0
+    # attacks (evaluation/attacks.py): one name or several joined by '+', run per sample in order
+    attack: str = "pgd"  # pgd | apgd-ce | apgd-t | autoattack (= APGD-CE then APGD-T)
+    restarts: int = 1  # PGD random restarts and APGD restarts
+    apgd_iterations: int = 100  # AutoAttack's default
+    n_target_classes: int = 9  # APGD-T targets, capped at C - 1
+    state_dir: str | None = None  # AutoAttack state files: an interrupted evaluation resumes
+    # sanity checks (evaluation/sanity.py) on a small subset at the largest eps
+    sanity: bool = True
+    sanity_samples: int = 64
+    sanity_eps: float = 64 / 255  # "a large eps": accuracy should fall to about chance
+    sanity_margin: float = 10.0  # percent above chance still accepted at sanity_eps
+    sanity_tolerance: float = 2.0  # percent a stronger attack may lose to a weaker one (subset noise)
 
     def validate(self) -> None:
         for e in [*self.eps, *self.zero_shot_eps]:
@@ -61,6 +77,7 @@ class EvalConfig:
             raise ConfigError(f"eval norm must be 'linf' or 'l2', got {self.norm!r}")
         if self.limit is not None and self.limit <= 0:
             raise ConfigError(f"eval limit must be a positive number of samples, got {self.limit}")
+        validate_attack_options(self)
 
 
 def check_datasets(cfg: EvalConfig) -> None:
@@ -88,12 +105,16 @@ def accuracy_under_attack(
     cfg: EvalConfig,
     device: torch.device,
     desc: str = "",
+    trace: AttackTrace | None = None,
 ) -> tuple[float, dict[str, float]]:
-    """Clean accuracy and {eps: robust accuracy} in percent (see module doc for the eps order)."""
+    """Clean accuracy and {eps: robust accuracy} in percent (see module doc for the eps order).
+
+    The attacks are ``cfg.attack`` (see evaluation/attacks.py); ``trace`` collects per-attack counts.
+    """
     eps_sorted = sorted(eps_list)
     generator = torch.Generator().manual_seed(cfg.seed)
     with strict_float32():
-        return _accuracy_under_attack(classifier, data, eps_sorted, cfg, device, desc, generator)
+        return _accuracy_under_attack(classifier, data, eps_sorted, cfg, device, desc, generator, trace)
 
 
 def _accuracy_under_attack(
@@ -104,6 +125,7 @@ def _accuracy_under_attack(
     device: torch.device,
     desc: str,
     generator: torch.Generator,
+    trace: AttackTrace | None = None,
 ) -> tuple[float, dict[str, float]]:
     total, clean_hits = 0, 0
     robust_hits = {e: 0 for e in eps_sorted}
@@ -113,39 +135,15 @@ def _accuracy_under_attack(
             alive = classifier(x).argmax(-1) == y
         total += len(y)
         clean_hits += int(alive.sum())
+        if trace is not None and eps_sorted:
+            trace.start_batch(classifier, x[alive], y[alive], len(y))
         for e in eps_sorted:
             idx = alive.nonzero().squeeze(1)
             if len(idx) == 0:
                 break
-            attack = PGDConfig(norm=cfg.norm, eps=e, steps=cfg.steps, step_size=cfg.step_size,  # type: ignore[arg-type]
-                               random_start=cfg.random_start)
-            xi, yi = x[idx], y[idx]
-            watch = AnyIterate(classifier, yi)
-            x_adv = pgd(classifier, xi, watch, attack, precision="fp32", generator=generator)
-            with torch.no_grad(), torch.autocast(device.type, enabled=False):
-                fooled_last = classifier(x_adv).argmax(-1) != yi
-            alive[idx] = ~(watch.fooled | fooled_last)
+            alive[idx] = attack_survivors(classifier, x[idx], y[idx], e, cfg, generator, trace)
             robust_hits[e] += int(alive.sum())
     return pct(clean_hits, total), {eps_key(e): pct(robust_hits[e], total) for e in eps_sorted}
-
-
-class AnyIterate:
-    """The cross-entropy objective of evaluation PGD, remembering which samples any iterate fooled.
-
-    PGD evaluates the objective at the start point and after every step but the last; the caller
-    checks the last point. A sample is broken if any of these points was misclassified, not only
-    the final one (PGD's loss need not rise monotonically in accuracy).
-    """
-
-    def __init__(self, classifier: torch.nn.Module, labels: torch.Tensor) -> None:
-        self.classifier = classifier
-        self.labels = labels
-        self.fooled = torch.zeros_like(labels, dtype=torch.bool)
-
-    def __call__(self, x_adv: torch.Tensor) -> torch.Tensor:
-        logits = self.classifier(x_adv).float()  # (B, C)
-        self.fooled |= logits.detach().argmax(-1) != self.labels
-        return F.cross_entropy(logits, self.labels, reduction="none")
 
 
 @contextmanager
@@ -182,19 +180,23 @@ def evaluate_model(
     clip = clip.to(device).eval()
     ds, data = _data(cfg.dataset, cfg)
     clf = ZeroShotClassifier(clip, heads.head(clip, ds.classnames, ds.templates)).to(device)
-    acc, racc = accuracy_under_attack(clf, data, cfg.eps, cfg, device, desc=f"{name}: {ds.name}")
+    trace = AttackTrace.for_eval(cfg, f"{name}-{ds.name}")
+    acc, racc = accuracy_under_attack(clf, data, cfg.eps, cfg, device, desc=f"{name}: {ds.name}", trace=trace)
     result: dict[str, Any] = {
         "acc": acc,
         "racc": racc,
         "sum_acc": {k: round(acc + v, 2) for k, v in racc.items()},
         "zero_shot": {},
     }
+    result.update(robustness_details(clf, data, racc, cfg, trace))
     if cfg.zero_shot_eps:
         result["zero_shot_racc"] = {}
     for spec in cfg.zero_shot:
         zds, zdata = _data(spec, cfg)
         zclf = ZeroShotClassifier(clip, heads.head(clip, zds.classnames, zds.templates)).to(device)
-        zacc, zracc = accuracy_under_attack(zclf, zdata, cfg.zero_shot_eps, cfg, device, desc=f"{name}: {zds.name}")
+        ztrace = AttackTrace.for_eval(cfg, f"{name}-{zds.name}")  # same attacks; resumable
+        zacc, zracc = accuracy_under_attack(zclf, zdata, cfg.zero_shot_eps, cfg, device, desc=f"{name}: {zds.name}",
+                                            trace=ztrace)
         result["zero_shot"][zds.name] = zacc
         if cfg.zero_shot_eps:
             result["zero_shot_racc"][zds.name] = zracc

@@ -63,4 +63,23 @@ def markdown_table(results: dict[str, dict[str, Any]], title: str = "") -> str:
     return "\n".join(lines).lstrip("\n") + "\n"
 
 
-__all__ = ["clip_zero", "eps_key", "markdown_table"]
+def attack_gap_table(results: dict[str, dict[str, Any]]) -> str:
+    """PGD robust accuracy next to the worst case over PGD and APGD (``racc``), and the gap PGD - worst.
+
+    Only for results whose chain (``attack``) starts with ``pgd`` and runs more: the ``pgd`` entry of
+    ``racc_by_attack`` is then PGD alone, and ``racc`` the per-sample worst case over every attack.
+    """
+    rows = []
+    for name, res in results.items():
+        chain = res.get("attack", "pgd").split("+")
+        if chain[0] != "pgd" or len(chain) < 2:
+            continue
+        pgd = res["racc_by_attack"]["pgd"]
+        rows += [f"| {name} | {eps} | {pgd[eps]:.2f} | {worst:.2f} | {pgd[eps] - worst:.2f} |" for eps, worst in res["racc"].items()]
+    if not rows:
+        return ""
+    head = ["| Model | eps | racc PGD | racc worst case (PGD + AA) | gap PGD - AA |", "|---|---|---|---|---|"]
+    return "\n".join(head + rows) + "\n"
+
+
+__all__ = ["attack_gap_table", "clip_zero", "eps_key", "markdown_table"]

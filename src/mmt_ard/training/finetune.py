@@ -45,7 +45,7 @@ NEEDS_ORIGINAL = ("fare", "pmg-aft")
 
 def validation_eval(dataset: str = "builtin:shapes:split=val", eps: float = 2 / 255) -> EvalConfig:
     """A quick held-out check used during training: clean + robust at one eps, no zero-shot sets."""
-    return EvalConfig(dataset=dataset, zero_shot=[], eps=[eps], steps=5, limit=500)
+    return EvalConfig(dataset=dataset, zero_shot=[], eps=[eps], steps=5, limit=500, sanity=False)
 
 
 @dataclass

@@ -1,0 +1,142 @@
+"""Evaluation attacks: APGD from pyautoattack on our classifiers, the per-sample chain, resume."""
+
+
+import pytest
+import torch
+
+from mmt_ard.errors import UserError
+from mmt_ard.evaluation import EvalConfig, accuracy_under_attack, evaluate_model
+from mmt_ard.evaluation import autoattack as aa
+from mmt_ard.evaluation.attacks import EVAL_ATTACKS, AttackContext, AttackTrace, attack_survivors
+
+from .conftest import tiny_classifier
+
+EPS = 8 / 255
+
+
+@pytest.fixture(scope="module")
+def clf():
+    return tiny_classifier("mmt-vit-s").eval()
+
+
+@pytest.fixture
+def batch(clf):
+    x = torch.rand(12, 3, 32, 32, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        y = clf(x).argmax(-1)  # every sample starts correct
+    return x, y
+
+
+def _cfg(**kw):
+    return EvalConfig(**{"apgd_iterations": 5, "n_target_classes": 2, "steps": 3, **kw})
+
+
+def test_apgd_stays_in_the_ball_and_lowers_accuracy(clf, batch):
+    x, y = batch
+    for name in ("apgd-ce", "apgd-t"):
+        attack = aa.make_apgd(name, clf, EPS, _cfg(), x.device)
+        with aa.reference_attack_mode(clf, x.device):
+            x_adv = attack.perturb(x, y)
+        assert (x_adv - x).abs().max() <= EPS + 1e-6, name
+        assert x_adv.min() >= 0 and x_adv.max() <= 1
+        with torch.no_grad():
+            assert (clf(x_adv).argmax(-1) != y).sum() >= 3, name  # a random tiny ViT is fragile
+
+
+def test_target_classes_are_capped_by_the_number_of_classes(clf):
+    assert aa.target_classes(9, 4) == 3
+    assert aa.target_classes(2, 24) == 2
+    assert aa.target_classes(9, 3) == 0  # targeted DLR reads the 4th-largest logit: skipped
+    attack = aa.make_apgd("apgd-t", clf, EPS, _cfg(n_target_classes=9), torch.device("cpu"))
+    assert attack.n_target_classes == 3  # 4 classes in the fixture
+    three = tiny_classifier("mmt-vit-s", classes=["red circle", "blue square", "green triangle"])
+    assert aa.make_apgd("apgd-t", three, EPS, _cfg(), torch.device("cpu")) is None
+
+
+def test_autoattack_is_deterministic_and_leaves_the_global_rng_alone(clf, batch):
+    x, y = batch
+    state = torch.get_rng_state()
+    first = aa.run_apgd(aa.AUTOATTACK, clf, x, y, EPS, _cfg(seed=3), AttackContext())
+    assert torch.equal(state, torch.get_rng_state())
+    second = aa.run_apgd(aa.AUTOATTACK, clf, x, y, EPS, _cfg(seed=3), AttackContext())
+    assert torch.equal(first, second)
+    assert not first.all()
+
+
+def test_chain_is_the_per_sample_worst_case(clf, batch, monkeypatch):
+    x, y = batch
+    calls = []
+
+    def breaks(parity):
+        def attack(classifier, xs, ys, eps, cfg, gen, ctx):
+            calls.append(len(ys))
+            return torch.tensor([int(v) % 2 != parity for v in xs[:, 0, 0, 0] * 1e4])
+        return attack
+
+    monkeypatch.setitem(EVAL_ATTACKS._items, "odd", breaks(1))
+    monkeypatch.setitem(EVAL_ATTACKS._items, "even", breaks(0))
+    trace = AttackTrace(["odd", "even"])
+    correct = attack_survivors(clf, x, y, EPS, _cfg(attack="odd+even"), torch.Generator(), trace)
+    assert not correct.any()  # each sample broken by one of the two
+    n_odd = sum(int(v) % 2 == 1 for v in x[:, 0, 0, 0] * 1e4)
+    assert calls == [12, 12 - n_odd]  # the second attack only sees the survivors of the first
+    assert trace.hits == {"odd": {EPS: 12 - n_odd}, "even": {EPS: 0}}
+
+
+def test_resume_skips_the_attacks_a_state_file_says_are_done(clf, batch, tmp_path, monkeypatch):
+    x, y = batch
+    ctx = AttackContext(tmp_path, "m", batch=1)
+    done = aa.run_apgd(aa.AUTOATTACK, clf, x, y, EPS, _cfg(), ctx)
+    (state_file,) = tmp_path.glob("m-b1-eps8_255.json")
+    called = []
+    real = aa.make_apgd
+    monkeypatch.setattr(aa, "make_apgd", lambda name, *a: called.append(name) or real(name, *a))
+    assert torch.equal(aa.run_apgd(aa.AUTOATTACK, clf, x, y, EPS, _cfg(), ctx), done)
+    assert called == []  # everything restored from the state file
+    partial = aa.ResumableState.from_disk(state_file)
+    partial._run_attacks = {"apgd-ce"}
+    partial.to_disk()
+    aa.run_apgd(aa.AUTOATTACK, clf, x, y, EPS, _cfg(), ctx)
+    assert called == ["apgd-t"]  # an interrupted run continues with the attack that was missing
+
+
+def test_autoattack_is_float32_inside_bf16_autocast(clf, batch):
+    x, y = batch
+    data = [(x, y)]
+    cfg = _cfg(attack="autoattack", eps=[4 / 255], sanity=False)
+    dtypes = []
+    hook = clf.clip.model.visual.register_forward_hook(lambda m, i, o: dtypes.append(o.dtype))
+    try:
+        plain = accuracy_under_attack(clf, data, cfg.eps, cfg, torch.device("cpu"))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            inside = accuracy_under_attack(clf, data, cfg.eps, cfg, torch.device("cpu"))
+    finally:
+        hook.remove()
+    assert plain == inside
+    assert len(dtypes) > 20 and set(dtypes) == {torch.float32}  # every forward of every attack step
+
+
+def test_bad_attack_names_are_user_errors():
+    with pytest.raises(UserError, match="unknown evaluation attack 'pgd2'.*autoattack"):
+        EvalConfig(attack="pgd+pgd2").validate()
+    with pytest.raises(UserError, match="twice"):
+        EvalConfig(attack="autoattack+autoattack").validate()
+    with pytest.raises(UserError, match="n_target_classes"):
+        EvalConfig(n_target_classes=0).validate()
+
+
+def test_evaluate_model_reports_pgd_and_the_worst_case(clf):
+    cfg = _cfg(attack="pgd+autoattack", eps=[1 / 255, 4 / 255], limit=24, zero_shot=[], sanity=False,
+               dataset="builtin:shapes:split=val")
+    res = evaluate_model(clf.clip, cfg)
+    assert res["attack"] == "pgd+autoattack" and set(res["racc_by_attack"]) == {"pgd", "autoattack"}
+    for eps, worst in res["racc"].items():
+        assert worst == res["racc_by_attack"]["autoattack"][eps] <= res["racc_by_attack"]["pgd"][eps]
+
+
+def test_gap_table_puts_pgd_next_to_the_worst_case():
+    from mmt_ard.evaluation import attack_gap_table
+
+    res = {"attack": "pgd+autoattack", "racc": {"1/255": 25.0}, "racc_by_attack": {"pgd": {"1/255": 30.0}}}
+    assert "| m | 1/255 | 30.00 | 25.00 | 5.00 |" in attack_gap_table({"m": res})
+    assert attack_gap_table({"m": {**res, "attack": "autoattack"}}) == ""  # no PGD-alone number to compare
