@@ -23,7 +23,9 @@ from torch.utils.data import Subset
 from tqdm.auto import tqdm
 
 from mmt_ard.attacks import OBJECTIVES, PGDConfig, pgd
+from mmt_ard import distributed
 from mmt_ard.data import build_dataset, loader
+from mmt_ard.data.pipeline import use_model_preprocess
 from mmt_ard.errors import ConfigError
 from mmt_ard.models import PixelCLIP, TextHeadCache, ZeroShotClassifier
 
@@ -47,6 +49,7 @@ class EvalConfig:
     limit: int | None = None
     batch_size: int = 250
     seed: int = 0
+    workers: int = 0  # DataLoader processes decoding images read from disk
 
     def validate(self) -> None:
         for e in [*self.eps, *self.zero_shot_eps]:
@@ -123,6 +126,8 @@ def _accuracy_under_attack(
             with torch.no_grad(), torch.autocast(device.type, enabled=False):
                 alive[idx] = classifier(x_adv).argmax(-1) == yi
             robust_hits[e] += int(alive.sum())
+    total, clean_hits, *hits = distributed.sum_counts([total, clean_hits, *robust_hits.values()])  # all shards
+    robust_hits = dict(zip(robust_hits, hits))
     return pct(clean_hits, total), {eps_key(e): pct(robust_hits[e], total) for e in eps_sorted}
 
 
@@ -137,13 +142,15 @@ def strict_float32() -> Iterator[None]:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
-def _data(spec: str, cfg: EvalConfig):  # type: ignore[no-untyped-def]
+def _data(spec: str, cfg: EvalConfig, clip: PixelCLIP):  # type: ignore[no-untyped-def]
     ds = build_dataset(spec)
+    use_model_preprocess(ds, clip)  # the model's own resize and crop, as in training
     subset = ds
     if cfg.limit and cfg.limit < len(ds):  # a seeded random subset: folders are sorted by class
         pick = torch.randperm(len(ds), generator=torch.Generator().manual_seed(cfg.seed))[: cfg.limit]
         subset = Subset(ds, sorted(pick.tolist()))
-    return ds, loader(subset, batch_size=cfg.batch_size, shuffle=False, seed=cfg.seed)
+    subset = distributed.shard(subset)  # under torchrun each rank evaluates its share
+    return ds, loader(subset, batch_size=cfg.batch_size, shuffle=False, seed=cfg.seed, workers=cfg.workers)
 
 
 def evaluate_model(
@@ -158,7 +165,7 @@ def evaluate_model(
     device = torch.device(device)
     heads = heads or TextHeadCache(None)
     clip = clip.to(device).eval()
-    ds, data = _data(cfg.dataset, cfg)
+    ds, data = _data(cfg.dataset, cfg, clip)
     clf = ZeroShotClassifier(clip, heads.head(clip, ds.classnames, ds.templates)).to(device)
     acc, racc = accuracy_under_attack(clf, data, cfg.eps, cfg, device, desc=f"{name}: {ds.name}")
     result: dict[str, Any] = {
@@ -170,7 +177,7 @@ def evaluate_model(
     if cfg.zero_shot_eps:
         result["zero_shot_racc"] = {}
     for spec in cfg.zero_shot:
-        zds, zdata = _data(spec, cfg)
+        zds, zdata = _data(spec, cfg, clip)
         zclf = ZeroShotClassifier(clip, heads.head(clip, zds.classnames, zds.templates)).to(device)
         zacc, zracc = accuracy_under_attack(zclf, zdata, cfg.zero_shot_eps, cfg, device, desc=f"{name}: {zds.name}")
         result["zero_shot"][zds.name] = zacc

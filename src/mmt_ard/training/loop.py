@@ -18,15 +18,16 @@ import logging
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
+from mmt_ard import distributed
+from mmt_ard.data.pipeline import LoaderConfig, StepBatches
 from mmt_ard.errors import ConfigError, UserError
 from mmt_ard.io import atomic_write_json
-from mmt_ard.training.batches import batch_indices, labeled_batch
 from mmt_ard.training.checkpoint import load_training_state, save_training_state
 from mmt_ard.training.optim import OptimConfig, build_optimizer
 from mmt_ard.training.precision import Precision, effective_precision
@@ -46,6 +47,7 @@ class LoopConfig:
     eval_every: int = 0
     checkpoint_every: int = 0
     stop_after: int = 0  # checkpoint and stop at this step (a time-limited job); 0 = run to the end
+    data: LoaderConfig = field(default_factory=LoaderConfig)  # workers etc. for data read from disk
 
 
 def resolve_device(name: str) -> torch.device:
@@ -57,7 +59,7 @@ def resolve_device(name: str) -> torch.device:
         raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device cuda was asked for but no CUDA GPU is available; use device=cpu")
-    return device
+    return distributed.setup(device)  # under torchrun: join the process group, cuda:LOCAL_RANK
 
 
 def resolve_loop(loop: LoopConfig) -> torch.device:
@@ -89,6 +91,7 @@ def train(
         log.info("resuming %s at step %d of %d", run.path, start, optim.steps)
         run.metrics.resume_at(start)
     params = [p for _, p in task.named_trainable_parameters()]  # type: ignore[operator]
+    distributed.broadcast_parameters(params)
     last: dict[str, Any] = {}
     val: dict[str, Any] = {}
     window: dict[str, torch.Tensor] = {}  # sums of each term since the last log line
@@ -109,6 +112,7 @@ def train(
             )
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        distributed.average_gradients(params)  # data parallel: the student's gradient over all ranks
         if optim.grad_clip > 0:
             terms["grad_norm"] = torch.nn.utils.clip_grad_norm_(params, optim.grad_clip)
         lr = sched.get_last_lr()[0]  # the rate this step used
@@ -120,10 +124,11 @@ def train(
             window[key] = window[key] + value if key in window else value
         window_steps += 1
         if done % max(loop.log_every, 1) == 0 or done == end:
+            window = distributed.mean_over_ranks(window)
             last = {k: float(v) / window_steps for k, v in window.items()}  # means over the interval
             window, window_steps = {}, 0
             last["lr"] = lr
-            last["images_per_s"] = _batch_size(batch) / max(time.perf_counter() - t0, 1e-9)
+            last["images_per_s"] = _batch_size(batch) * distributed.world_size() / max(time.perf_counter() - t0, 1e-9)
             run.metrics.log(done, last)
             bar.set_postfix(loss=f"{last['loss']:.4f}")
         if loop.checkpoint_every and done % loop.checkpoint_every == 0:
@@ -168,14 +173,11 @@ def train_and_export(
     return summary
 
 
-def labeled_batches(ds: Any, batch_size: int, seed: int, device: torch.device) -> Callable[[int], Any]:
-    """``step -> (images, labels)`` on ``device`` (see batches.py)."""
-
-    def batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        x, y = labeled_batch(ds, batch_indices(len(ds), batch_size, seed, step))
-        return x.to(device), y.to(device)
-
-    return batch
+def labeled_batches(
+    ds: Any, batch_size: int, seed: int, device: torch.device, data: LoaderConfig | None = None
+) -> Callable[[int], Any]:
+    """``step -> (images, labels)`` on ``device``: this rank's part of the global batch (see data/pipeline.py)."""
+    return StepBatches(ds, batch_size, seed, device, data)
 
 
 def flat_metrics(result: dict[str, Any]) -> dict[str, float]:
