@@ -80,6 +80,9 @@ class StepBatchSampler(Sampler[list[int]]):
     def __init__(self, n: int, global_batch: int, seed: int, start: int = 0) -> None:
         self.n, self.global_batch, self.seed, self.start = n, global_batch, seed, start
 
+    def __len__(self) -> int:
+        return 2**62  # endless: the training loop decides when to stop
+
     def __iter__(self) -> Iterator[list[int]]:
         from mmt_ard.training.batches import batch_indices  # training imports data: import on use
 
