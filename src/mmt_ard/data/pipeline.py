@@ -22,6 +22,7 @@ import open_clip
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
+from torchvision.transforms import Compose, Normalize
 
 from mmt_ard.distributed import rank_slice
 from mmt_ard.errors import ConfigError
@@ -38,11 +39,11 @@ class Preprocess:
     resize_mode: str = "shortest"  # open_clip: shortest (resize + centre crop) | longest | squash
 
     def transform(self) -> Callable[[Image.Image], torch.Tensor]:
-        # mean 0, std 1: open_clip's own pipeline with an identity normalization (models normalize)
-        return open_clip.image_transform(
-            self.size, is_train=False, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
-            resize_mode=self.resize_mode, interpolation=self.interpolation,
+        """open_clip's own eval pipeline for these settings, less its Normalize (the models normalize)."""
+        full = open_clip.image_transform(
+            self.size, is_train=False, resize_mode=self.resize_mode, interpolation=self.interpolation
         )
+        return Compose([t for t in full.transforms if not isinstance(t, Normalize)])
 
 
 def model_preprocess(model: torch.nn.Module) -> Preprocess:
