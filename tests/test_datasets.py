@@ -79,7 +79,7 @@ def test_malformed_specs_are_user_errors(text: str, fragment: str) -> None:
 @pytest.mark.parametrize(
     ("text", "fragments"),
     [
-        ("web:shapes", ["'web'", "builtin, folder"]),
+        ("web:shapes", ["'web'", "builtin, clip_benchmark, folder, wds"]),
         ("builtin:squares", ["'squares'", "shapes, combos, outlines, captions"]),
         ("builtin:shapes:split=dev", ["'dev'", "train, val, test"]),
         ("builtin:shapes:n=many", ["n='many'", "integer"]),
@@ -107,7 +107,7 @@ def test_every_kind_rejects_unknown_options(kind: str) -> None:
 
 
 def test_registry_and_task_listing() -> None:
-    assert DATASETS.names() == ["builtin", "folder"]
+    assert DATASETS.names() == ["builtin", "clip_benchmark", "folder", "wds"]
     tasks = list_builtin_tasks()
     assert set(tasks) == set(TASKS) and all(tasks.values())
 

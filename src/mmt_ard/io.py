@@ -35,6 +35,8 @@ def is_main_process() -> bool:
 
 def _atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
     target = Path(path)
+    if not is_main_process():  # under torchrun only rank 0 writes
+        return target
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:

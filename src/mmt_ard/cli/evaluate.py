@@ -9,8 +9,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mmt_ard.distributed import barrier
 from mmt_ard.errors import UserError
 from mmt_ard.config import to_dict
+from mmt_ard.evaluation.clip_benchmark_json import write_benchmark_json
 from mmt_ard.evaluation import EvalConfig, evaluate_models, markdown_table
 from mmt_ard.evaluation.sanity import sanity_markdown
 from mmt_ard.io import atomic_write_json, atomic_write_text
@@ -27,6 +29,7 @@ class EvaluateConfig:
     output: str = "runs/evaluate"
     eval: EvalConfig = field(default_factory=EvalConfig)
     loop: LoopConfig = field(default_factory=LoopConfig)
+    clip_benchmark_json: bool = False  # also OUTPUT/clip_benchmark/*.json, one per model x data set
 
 
 def parse_model_arg(text: str) -> tuple[str, ModelSpec]:
@@ -51,7 +54,10 @@ def parse_model_arg(text: str) -> tuple[str, ModelSpec]:
 
 
 def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
-    """Evaluate every model; write ``results.json`` and ``results.md`` into ``cfg.output``."""
+    """Evaluate every model; write ``results.json`` and ``results.md`` into ``cfg.output``.
+
+    Under torchrun every data set is sharded over the processes and the hits summed.
+    """
     if not cfg.models:
         raise UserError("no models to evaluate; pass --model NAME=ARCH@WEIGHTS (repeatable)")
     cfg.eval.validate()
@@ -64,8 +70,12 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     results = evaluate_models(models, cfg.eval, heads=TextHeadCache(default_cache_dir()), device=device)
     atomic_write_json(out / "results.json", results)
     atomic_write_text(out / "results.md", markdown_table(results) + sanity_markdown(results))
+    if cfg.clip_benchmark_json:
+        archs = {name: model.arch for name, model in models.items()}
+        write_benchmark_json(results, archs, cfg.eval.dataset, out / "clip_benchmark")
     if own_state:  # finished: the state would only go stale
         shutil.rmtree(out / "autoattack-state", ignore_errors=True)
+    barrier()  # under torchrun: rank 0's files exist before any rank reads them
     return results
 
 

@@ -2,7 +2,8 @@
 
 ``build_dataset("builtin:shapes:split=test")`` gives labelled images with classnames and prompt
 templates; ``build_caption_dataset("builtin:captions")`` gives image-caption pairs for CLIP
-pretraining; ``folder:PATH`` reads an ImageFolder-style tree. Images are floats in [0, 1].
+pretraining; ``folder:PATH`` reads an ImageFolder-style tree, ``wds:PATTERN`` WebDataset tar
+shards and ``clip_benchmark:NAME:root=DIR`` the zero-shot suite. Images are floats in [0, 1].
 """
 
 from mmt_ard.data.datasets import (
@@ -16,6 +17,7 @@ from mmt_ard.data.datasets import (
     list_builtin_tasks,
     loader,
 )
+from mmt_ard.data import benchmark, shards  # noqa: F401  (register the clip_benchmark and wds kinds)
 from mmt_ard.data.world import (
     COLORS,
     IMAGE_SIZE,

@@ -24,9 +24,9 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS
-from torchvision.transforms import functional as TF
 
 from mmt_ard.data import world
+from mmt_ard.data.pipeline import Preprocess
 from mmt_ard.config import expand_env
 from mmt_ard.errors import UserError
 from mmt_ard.registry import Registry
@@ -34,7 +34,7 @@ from mmt_ard.registry import Registry
 log = logging.getLogger(__name__)
 
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_PATH_KINDS = frozenset({"folder"})  # kinds whose NAME is a path and may itself contain ':'
+_PATH_KINDS = frozenset({"folder", "wds"})  # kinds whose NAME is a path and may itself contain ':'
 _SPEC_FORM = "KIND:NAME[:key=value,...], e.g. builtin:shapes:split=test"
 
 
@@ -207,9 +207,10 @@ def list_builtin_tasks() -> dict[str, str]:
 
 
 def loader(
-    dataset: Dataset, batch_size: int, shuffle: bool = False, seed: int = 0, drop_last: bool = False
+    dataset: Dataset, batch_size: int, shuffle: bool = False, seed: int = 0, drop_last: bool = False,
+    workers: int = 0,
 ) -> DataLoader:
-    """A single-process DataLoader whose shuffling order depends only on ``seed``."""
+    """A DataLoader (``workers`` decoding processes) whose shuffling order depends only on ``seed``."""
     if batch_size <= 0:
         raise UserError(f"batch size must be positive, got {batch_size}")
     # always a private generator: even an unshuffled DataLoader draws a seed from the global RNG,
@@ -221,7 +222,8 @@ def loader(
         shuffle=shuffle,
         generator=generator,
         drop_last=drop_last,
-        num_workers=0,
+        num_workers=workers,
+        pin_memory=workers > 0 and torch.cuda.is_available(),
     )
 
 
@@ -263,7 +265,11 @@ _IMAGE_SUFFIXES = frozenset(ext.lower() for ext in IMG_EXTENSIONS)
 
 
 class FolderImages(LabeledImages):
-    """Images read from disk, resized (shorter side) to ``size`` and centre-cropped."""
+    """Images read from disk and preprocessed by ``preprocess`` (see data/pipeline.py).
+
+    The spec's ``size`` gives open_clip's default transform (shorter side to ``size``, bicubic,
+    centre crop); training and evaluation replace it by the model's own (``set_preprocess``).
+    """
 
     def __init__(
         self,
@@ -277,7 +283,13 @@ class FolderImages(LabeledImages):
         labels = torch.tensor([label for _, label in files], dtype=torch.long)
         super().__init__(name, classnames, templates, spec, labels)
         self.files = [path for path, _ in files]
-        self.size = size
+        self.set_preprocess(Preprocess(size))
+
+    def set_preprocess(self, preprocess: Preprocess) -> None:
+        """Decode images with ``preprocess`` from now on (e.g. the model's, see use_model_preprocess)."""
+        self.preprocess = preprocess
+        self.size = preprocess.size
+        self._transform = preprocess.transform()
 
     def image(self, index: int) -> torch.Tensor:
         path = self.files[index]
@@ -286,8 +298,7 @@ class FolderImages(LabeledImages):
                 img = raw.convert("RGB")
         except (OSError, ValueError, Image.DecompressionBombError) as err:
             raise UserError(f"cannot read image {path}: {err}; remove or replace the file") from err
-        img = TF.center_crop(TF.resize(img, self.size), [self.size, self.size])
-        return TF.pil_to_tensor(img).float().div_(255)
+        return self._transform(img)
 
 
 # Names of lists open_clip ships, usable in place of a file: classnames=imagenet, templates=openai

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from mmt_ard.data import LabeledImages, build_dataset
+from mmt_ard.data.pipeline import use_model_preprocess
 from mmt_ard.distill.lora import LoraConfig, apply_lora, is_lora, merged_copy, save_adapters
 from mmt_ard.distill.task import DistillationTask, InnerAttackConfig, LossConfig
 from mmt_ard.evaluation import EvalConfig, check_datasets, evaluate_model
@@ -72,6 +73,7 @@ def run_distill(cfg: DistillConfig, resume: bool = False, overwrite: bool = Fals
     heads = TextHeadCache(default_cache_dir())
     ds = build_dataset(cfg.data)
     task = build_task(cfg, ds, device, heads)
+    use_model_preprocess(ds, task.student.clip)  # the student's resize and crop (teachers resize if needed)
     run = RunDir(cfg.output, cfg, resume=resume, overwrite=overwrite)
     clip = task.student.clip
 
@@ -84,7 +86,7 @@ def run_distill(cfg: DistillConfig, resume: bool = False, overwrite: bool = Fals
             save_adapters(clip, run.path / "adapters")
 
     return train_and_export(
-        task, labeled_batches(ds, cfg.optim.batch_size, cfg.loop.seed, device), cfg.optim, cfg.loop, run, resume,
+        task, labeled_batches(ds, cfg.optim.batch_size, cfg.loop.seed, device, cfg.loop.data), cfg.optim, cfg.loop, run, resume,
         validate, export,
         summary={"student": str(run.path / "student"), "arch": cfg.student.arch,
                  "strategy": cfg.loss.strategy.name, "lora": cfg.lora.enabled},

@@ -24,6 +24,7 @@ from torch import nn
 
 from mmt_ard.attacks import OBJECTIVES, PGDConfig, kl_logits, pgd
 from mmt_ard.attacks.objectives import ObjectiveFn, check_random_start
+from mmt_ard.distributed import skip_to_rank
 from mmt_ard.distill.strategies import DistillLogits, StrategyConfig, build_strategy, confidence
 from mmt_ard.errors import ConfigError
 from mmt_ard.models.clip import ZeroShotClassifier
@@ -132,7 +133,9 @@ class DistillationTask(nn.Module):
         x, y = batch
         with torch.no_grad():
             t_clean = self.teacher_clean(x)  # (B, C)
-        x_adv = self.adversarial_examples(x, y, t_clean, step_generator(self.seed, step))
+        # random starts as if drawn for the whole global batch: the same for a sample in any world size
+        gen = skip_to_rank(step_generator(self.seed, step), x)
+        x_adv = self.adversarial_examples(x, y, t_clean, gen)
         with torch.no_grad():
             t_adv = self.teacher_adv(x_adv)  # (B, C)
         s_clean, s_adv = self.student(x), self.student(x_adv)  # (B, C) each

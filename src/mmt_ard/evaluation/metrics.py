@@ -27,7 +27,9 @@ from torch.utils.data import Subset
 from tqdm.auto import tqdm
 
 from mmt_ard.attacks import PGDConfig
+from mmt_ard import distributed
 from mmt_ard.data import build_dataset, loader
+from mmt_ard.data.pipeline import use_model_preprocess
 from mmt_ard.errors import ConfigError
 from mmt_ard.evaluation.attacks import AttackTrace, attack_survivors, validate_attack_options
 from mmt_ard.evaluation.sanity import robustness_details
@@ -65,6 +67,7 @@ class EvalConfig:
     sanity_eps: float = 64 / 255  # "a large eps": accuracy should fall to about chance
     sanity_margin: float = 10.0  # percent above chance still accepted at sanity_eps
     sanity_tolerance: float = 2.0  # percent a stronger attack may lose to a weaker one (subset noise)
+    workers: int = 0  # DataLoader processes decoding images read from disk
 
     def validate(self) -> None:
         for e in [*self.eps, *self.zero_shot_eps]:
@@ -143,6 +146,8 @@ def _accuracy_under_attack(
                 break
             alive[idx] = attack_survivors(classifier, x[idx], y[idx], e, cfg, generator, trace)
             robust_hits[e] += int(alive.sum())
+    total, clean_hits, *hits = distributed.sum_counts([total, clean_hits, *robust_hits.values()])  # all shards
+    robust_hits = dict(zip(robust_hits, hits))
     return pct(clean_hits, total), {eps_key(e): pct(robust_hits[e], total) for e in eps_sorted}
 
 
@@ -157,13 +162,15 @@ def strict_float32() -> Iterator[None]:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
-def _data(spec: str, cfg: EvalConfig):  # type: ignore[no-untyped-def]
+def _data(spec: str, cfg: EvalConfig, clip: PixelCLIP):  # type: ignore[no-untyped-def]
     ds = build_dataset(spec)
+    use_model_preprocess(ds, clip)  # the model's own resize and crop, as in training
     subset = ds
     if cfg.limit and cfg.limit < len(ds):  # a seeded random subset: folders are sorted by class
         pick = torch.randperm(len(ds), generator=torch.Generator().manual_seed(cfg.seed))[: cfg.limit]
         subset = Subset(ds, sorted(pick.tolist()))
-    return ds, loader(subset, batch_size=cfg.batch_size, shuffle=False, seed=cfg.seed)
+    subset = distributed.shard(subset)  # under torchrun each rank evaluates its share
+    return ds, loader(subset, batch_size=cfg.batch_size, shuffle=False, seed=cfg.seed, workers=cfg.workers)
 
 
 def evaluate_model(
@@ -178,7 +185,7 @@ def evaluate_model(
     device = torch.device(device)
     heads = heads or TextHeadCache(None)
     clip = clip.to(device).eval()
-    ds, data = _data(cfg.dataset, cfg)
+    ds, data = _data(cfg.dataset, cfg, clip)
     clf = ZeroShotClassifier(clip, heads.head(clip, ds.classnames, ds.templates)).to(device)
     trace = AttackTrace.for_eval(cfg, f"{name}-{ds.name}")
     acc, racc = accuracy_under_attack(clf, data, cfg.eps, cfg, device, desc=f"{name}: {ds.name}", trace=trace)
@@ -192,7 +199,7 @@ def evaluate_model(
     if cfg.zero_shot_eps:
         result["zero_shot_racc"] = {}
     for spec in cfg.zero_shot:
-        zds, zdata = _data(spec, cfg)
+        zds, zdata = _data(spec, cfg, clip)
         zclf = ZeroShotClassifier(clip, heads.head(clip, zds.classnames, zds.templates)).to(device)
         ztrace = AttackTrace.for_eval(cfg, f"{name}-{zds.name}")  # same attacks; resumable
         zacc, zracc = accuracy_under_attack(zclf, zdata, cfg.zero_shot_eps, cfg, device, desc=f"{name}: {zds.name}",

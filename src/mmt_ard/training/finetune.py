@@ -27,6 +27,7 @@ from torch import nn
 from mmt_ard.attacks import OBJECTIVES, PGDConfig, kl_logits, pgd
 from mmt_ard.attacks.objectives import ObjectiveFn, check_random_start
 from mmt_ard.data import build_dataset
+from mmt_ard.data.pipeline import use_model_preprocess
 from mmt_ard.evaluation import EvalConfig, check_datasets, evaluate_model
 from mmt_ard.models import ModelSpec, PixelCLIP, TextHeadCache, ZeroShotClassifier, default_cache_dir, load_clip
 from mmt_ard.models.export import export_open_clip
@@ -163,6 +164,7 @@ def run_finetune(cfg: FinetuneConfig, resume: bool = False, overwrite: bool = Fa
     torch.manual_seed(cfg.loop.seed)
     ds = build_dataset(cfg.data)
     clip = load_clip(cfg.model, device=device)
+    use_model_preprocess(ds, clip)
     heads = TextHeadCache(default_cache_dir())
     head = heads.head(clip, ds.classnames, ds.templates).to(device)
     run = RunDir(cfg.output, cfg, resume=resume, overwrite=overwrite)
@@ -172,7 +174,7 @@ def run_finetune(cfg: FinetuneConfig, resume: bool = False, overwrite: bool = Fa
         return flat_metrics(evaluate_model(clip, cfg.eval, heads=heads, name="val", device=device))
 
     return train_and_export(
-        task, labeled_batches(ds, cfg.optim.batch_size, cfg.loop.seed, device), cfg.optim, cfg.loop, run, resume,
+        task, labeled_batches(ds, cfg.optim.batch_size, cfg.loop.seed, device, cfg.loop.data), cfg.optim, cfg.loop, run, resume,
         validate, export=lambda: export_open_clip(clip, run.path / "model"),
         summary={"model": str(run.path / "model"), "arch": cfg.model.arch, "method": cfg.method},
         desc=f"finetune {cfg.method}",

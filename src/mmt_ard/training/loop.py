@@ -18,15 +18,16 @@ import logging
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
+from mmt_ard import distributed
+from mmt_ard.data.pipeline import LoaderConfig, StepBatches
 from mmt_ard.errors import ConfigError
 from mmt_ard.io import atomic_write_json
-from mmt_ard.training.batches import batch_indices, labeled_batch
 from mmt_ard.training.guards import NonFiniteGuard, StopRequests
 from mmt_ard.training.checkpoint import BestCheckpoint, load_training_state, save_training_state
 from mmt_ard.training.optim import OptimConfig, build_optimizer
@@ -50,6 +51,7 @@ class LoopConfig:
     max_time: float = 0.0  # seconds of wall clock, then checkpoint and stop like stop_after; 0 = no limit
     max_nonfinite: int = 5  # non-finite steps in a row (each skipped) before the run stops; 0 = never stop
     select: str = ""  # validation metric to select the exported model by (e.g. sum_acc/2/255); "" = last step
+    data: LoaderConfig = field(default_factory=LoaderConfig)  # workers etc. for data read from disk
 
 
 def resolve_device(name: str) -> torch.device:
@@ -61,7 +63,7 @@ def resolve_device(name: str) -> torch.device:
         raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device cuda was asked for but no CUDA GPU is available; use device=cpu")
-    return device
+    return distributed.setup(device)  # under torchrun: join the process group, cuda:LOCAL_RANK
 
 
 def resolve_loop(loop: LoopConfig) -> torch.device:
@@ -96,6 +98,7 @@ def train(
         raise ConfigError("loop.select needs validation during training; this command has none")
     best = BestCheckpoint(run.checkpoint.with_name("best.pt"), loop.select)
     params = [p for _, p in task.named_trainable_parameters()]  # type: ignore[operator]
+    distributed.broadcast_parameters(params)
     guard = NonFiniteGuard(device, loop.max_nonfinite)
     last: dict[str, Any] = {}
     val: dict[str, Any] = {}
@@ -120,10 +123,11 @@ def train(
                 window[key] = window[key] + value if key in window else value
             window_steps += 1
             if done % max(loop.log_every, 1) == 0 or done == end:
+                window = distributed.mean_over_ranks(window)
                 last = {k: float(v) / window_steps for k, v in window.items()}  # means over the interval
                 window, window_steps = {}, 0
                 last.update(lr=lr, skipped_steps=guard.check(done, str(run.checkpoint)))
-                last["images_per_s"] = _batch_size(batch) / max(time.perf_counter() - t0, 1e-9)
+                last["images_per_s"] = _batch_size(batch) * distributed.world_size() / max(time.perf_counter() - t0, 1e-9)
                 run.metrics.log(done, last)
                 bar.set_postfix(loss=f"{last['loss']:.4f}")
             if loop.checkpoint_every and done % loop.checkpoint_every == 0:
@@ -132,8 +136,9 @@ def train(
                 val = validate(done)
                 run.metrics.log(done, val, prefix="val")
                 best.update(done, val, task)
-            if requests.reason() and done < optim.steps:
-                end, stop_reason = done, requests.reason()
+            reason = requests.reason()
+            if done < optim.steps and distributed.sum_counts([reason is not None])[0]:  # every rank stops together
+                end, stop_reason = done, reason or "another rank's stop request"
                 break
     if start < end or not run.checkpoint.exists():
         save_training_state(run.checkpoint, end, task, opt, sched)
@@ -159,6 +164,7 @@ def _optimizer_step(
     """Backward, clip, and a fused AdamW step that a non-finite loss or gradient skips on the device."""
     opt.zero_grad(set_to_none=True)
     loss.backward()
+    distributed.average_gradients(params)  # data parallel: the student's gradient over all ranks
     grads = [p.grad for p in params if p.grad is not None]
     if clip > 0:
         norm = torch.nn.utils.clip_grad_norm_(params, clip)
@@ -196,14 +202,11 @@ def train_and_export(
     return summary
 
 
-def labeled_batches(ds: Any, batch_size: int, seed: int, device: torch.device) -> Callable[[int], Any]:
-    """``step -> (images, labels)`` on ``device`` (see batches.py)."""
-
-    def batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        x, y = labeled_batch(ds, batch_indices(len(ds), batch_size, seed, step))
-        return x.to(device), y.to(device)
-
-    return batch
+def labeled_batches(
+    ds: Any, batch_size: int, seed: int, device: torch.device, data: LoaderConfig | None = None
+) -> Callable[[int], Any]:
+    """``step -> (images, labels)`` on ``device``: this rank's part of the global batch (see data/pipeline.py)."""
+    return StepBatches(ds, batch_size, seed, device, data)
 
 
 def flat_metrics(result: dict[str, Any]) -> dict[str, float]:
