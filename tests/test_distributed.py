@@ -127,3 +127,38 @@ def test_two_processes_equal_one_and_resume_in_one(tmp_path):
     diff = max_difference(one_final, checkpoint_model(tmp_path / "two"))
     assert diff < TOLERANCE, f"2 processes then 1 vs 1 throughout: max |dw| = {diff:g}"
     print(f"max |dw| 1 vs 2 processes: {diff:g}")
+
+
+DIES = """
+import os, sys
+from mmt_ard.distill.task import DistillationTask
+original = DistillationTask.training_step
+
+def dying(self, batch, step):
+    if step == 2 and os.environ.get("RANK") == "1":
+        os._exit(17)  # a worker lost mid-run (OOM killer, node failure)
+    return original(self, batch, step)
+
+DistillationTask.training_step = dying
+from mmt_ard.cli.main import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_dead_worker_ends_the_run_quickly_and_it_resumes(tmp_path):
+    import time
+
+    script = tmp_path / "dies.py"
+    script.write_text(DIES)
+    src = str(Path(mmt_ard.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": src, "OMP_NUM_THREADS": "1", "MMT_ARD_DIST_TIMEOUT": "30"}
+    overrides = [a for a in tiny_cfg_args(tmp_path / "r") if not a.startswith("output=")]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
+           "distill", "--output", str(tmp_path / "r"), *overrides, "loop.checkpoint_every=1"]
+    t0 = time.monotonic()
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode != 0 and time.monotonic() - t0 < 120  # no hang
+    assert "another process of this run failed" in done.stderr and "--resume" in done.stderr  # rank 0 says why
+    assert torch.load(tmp_path / "r" / "checkpoints" / "last.pt", weights_only=True)["step"] == 2
+    run_distill(tiny_cfg(tmp_path / "r", *RUN), resume=True)  # continues in one process
+    assert [r["step"] for r in train_rows(tmp_path / "r")] == [1, 2, 3, 4]

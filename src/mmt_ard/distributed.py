@@ -19,6 +19,7 @@ works with any number of processes. Only rank 0 writes files (see io.py). Outsid
 from __future__ import annotations
 
 import atexit
+from datetime import timedelta
 import logging
 import os
 from collections.abc import Iterable, Sequence
@@ -64,7 +65,9 @@ def setup(device: torch.device) -> torch.device:
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend)
+        # a dead peer must not hang the others forever: collectives fail after this many seconds
+        timeout = timedelta(seconds=float(os.environ.get("MMT_ARD_DIST_TIMEOUT", "600")))
+        dist.init_process_group(backend=backend, timeout=timeout)
         atexit.register(shutdown)
         log.info("rank %d of %d joined the process group (%s, %s)", rank(), world_size(), backend, device)
     return device
@@ -164,3 +167,15 @@ def shard(dataset: Dataset) -> Dataset:
     if not is_distributed():
         return dataset
     return Subset(dataset, range(rank(), len(dataset), world_size()))  # type: ignore[arg-type]
+
+
+def peer_failure(error: BaseException) -> bool:
+    """Whether ``error`` is a collective that failed because another process died or timed out."""
+    dist_error = getattr(dist, "DistError", None)
+    return is_distributed() and (
+        (dist_error is not None and isinstance(error, dist_error))
+        or any(text in str(error) for text in PEER_LOST)
+    )
+
+
+PEER_LOST = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "timed out", "Timed out")

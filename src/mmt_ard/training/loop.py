@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from mmt_ard import distributed
 from mmt_ard.data.pipeline import LoaderConfig, StepBatches
-from mmt_ard.errors import ConfigError
+from mmt_ard.errors import ConfigError, UserError
 from mmt_ard.io import atomic_write_json
 from mmt_ard.training.guards import NonFiniteGuard, StopRequests
 from mmt_ard.training.checkpoint import BestCheckpoint, load_training_state, save_training_state
@@ -190,7 +190,7 @@ def train_and_export(
 ) -> dict[str, Any]:
     """:func:`train`, then ``export()`` and ``summary.json`` unless the run stopped early."""
     try:
-        metrics = train(task, batches, optim, loop, run, resume=resume, validate=validate, desc=desc)
+        metrics = _train_or_explain(task, batches, optim, loop, run, resume, validate, desc)
         if "stopped_at" not in metrics:
             export()
     finally:
@@ -200,6 +200,20 @@ def train_and_export(
     summary = {**summary, **metrics}
     atomic_write_json(run.path / "summary.json", summary)
     return summary
+
+
+def _train_or_explain(task, batches, optim, loop, run, resume, validate, desc):  # type: ignore[no-untyped-def]
+    """:func:`train`, with a collective that failed because another process died made a clear error."""
+    try:
+        return train(task, batches, optim, loop, run, resume=resume, validate=validate, desc=desc)
+    except Exception as e:
+        if not distributed.peer_failure(e):
+            raise
+        raise UserError(
+            f"rank {distributed.rank()}: another process of this run failed or stopped answering "
+            f"({type(e).__name__}); the last checkpoint ({run.checkpoint}) is intact: rerun with --resume "
+            "(with any number of processes)"
+        ) from None
 
 
 def labeled_batches(
