@@ -11,6 +11,8 @@ Floats accept fractions (``attack.eps=2/255``), which is how attack budgets are 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import math
 import os
 import re
 import types
@@ -61,9 +63,11 @@ def from_dict(cls: type[C], data: dict[str, Any], where: str = "") -> C:
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(data) - names)
     if unknown:
+        close = difflib.get_close_matches(unknown[0], names, n=1)
+        hint = f" Did you mean {_join(where, close[0])!r}?" if close else ""
         raise ConfigError(
             f"unknown config key {_join(where, unknown[0])!r}; "
-            f"valid keys here: {', '.join(sorted(names))}"
+            f"valid keys here: {', '.join(sorted(names))}.{hint}"
         )
     kwargs = {k: _coerce(hints[k], v, _join(where, k)) for k, v in data.items()}
     return cls(**kwargs)
@@ -134,15 +138,17 @@ def _scalar(tp: Any, value: Any, where: str) -> Any:
         if tp is float:
             if isinstance(value, bool):
                 raise ValueError
-            if isinstance(value, str) and "/" in value:
-                return float(Fraction(value.strip()))
-            return float(value)
+            number = float(Fraction(value.strip())) if isinstance(value, str) and "/" in value else float(value)
+            if not math.isfinite(number):
+                raise ValueError
+            return number
         if tp is str:
             if isinstance(value, (dict, list)):
                 raise ValueError
             return str(value)
-    except (ValueError, ZeroDivisionError):
-        raise ConfigError(f"{where} must be a {tp.__name__}, got {value!r}") from None
+    except (ValueError, TypeError, ZeroDivisionError, OverflowError):
+        kind = "finite number" if tp is float else tp.__name__
+        raise ConfigError(f"{where} must be a {kind}, got {value!r}") from None
     return value
 
 

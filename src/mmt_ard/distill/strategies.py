@@ -202,6 +202,22 @@ class AdaptiveNorm(WeightingStrategy):
         self.initial = tuple(state["initial"]) if state["initial"] is not None else None  # type: ignore[assignment]
 
 
+OPTION_SECTIONS = {"confidence": "confidence", "static": "static", "adaptive-norm": "adaptive_norm"}
+
+
+def check_strategy_options(cfg: StrategyConfig) -> None:
+    """Options set for a strategy that is not the one running are a mistake, not a no-op."""
+    STRATEGIES.get(cfg.name)
+    default = StrategyConfig()
+    for strategy, section in OPTION_SECTIONS.items():
+        if strategy != cfg.name and getattr(cfg, section) != getattr(default, section):
+            raise ConfigError(
+                f"loss.strategy.{section} options are set but the strategy is {cfg.name!r}, which ignores them; "
+                f"set loss.strategy.name={strategy} or drop the loss.strategy.{section}.* settings"
+            )
+
+
 def build_strategy(cfg: StrategyConfig) -> WeightingStrategy:
     """The strategy ``cfg.name`` with its own options."""
+    check_strategy_options(cfg)
     return STRATEGIES.get(cfg.name)(cfg)  # type: ignore[call-arg]

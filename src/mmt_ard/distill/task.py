@@ -25,7 +25,9 @@ from torch import nn
 from mmt_ard.attacks import OBJECTIVES, PGDConfig, kl_logits, pgd
 from mmt_ard.attacks.objectives import ObjectiveFn, check_random_start
 from mmt_ard.distributed import skip_to_rank
-from mmt_ard.distill.strategies import DistillLogits, StrategyConfig, build_strategy, confidence
+from mmt_ard.distill.strategies import (
+    DistillLogits, StrategyConfig, build_strategy, check_strategy_options, confidence,
+)
 from mmt_ard.errors import ConfigError
 from mmt_ard.models.clip import ZeroShotClassifier
 from mmt_ard.models.frozen import Frozen
@@ -86,6 +88,7 @@ class LossConfig:
             raise ConfigError(f"loss.temperature must be positive, got {self.temperature}")
         if min(self.lambda_adv, self.lambda_org, self.gamma) < 0:
             raise ConfigError("loss.lambda_adv, loss.lambda_org and loss.gamma must be >= 0")
+        check_strategy_options(self.strategy)
 
 
 class DistillationTask(nn.Module):

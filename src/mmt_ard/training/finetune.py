@@ -32,6 +32,7 @@ from mmt_ard.evaluation import EvalConfig, check_datasets, evaluate_model
 from mmt_ard.models import ModelSpec, PixelCLIP, TextHeadCache, ZeroShotClassifier, default_cache_dir, load_clip
 from mmt_ard.models.export import export_open_clip
 from mmt_ard.models.frozen import Frozen, frozen_copy
+from mmt_ard.errors import ConfigError
 from mmt_ard.registry import Registry
 from mmt_ard.training.batches import step_generator
 from mmt_ard.training.loop import LoopConfig, flat_metrics, labeled_batches, resolve_loop, train_and_export
@@ -157,6 +158,8 @@ def run_finetune(cfg: FinetuneConfig, resume: bool = False, overwrite: bool = Fa
     cfg.attack.validate()
     if cfg.method == "fare":
         check_random_start("embedding-l2", cfg.attack)
+    elif cfg.fare != FareOptions():
+        raise ConfigError(f"fare.* options are set but the method is {cfg.method!r}, which ignores them; drop them")
     cfg.optim.validate()
     cfg.eval.validate()
     check_datasets(cfg.eval)
