@@ -189,18 +189,32 @@ def test_folder_defaults(pets: Path) -> None:
     assert ds.name == "test" and ds[0][0].shape == (3, 224, 224)
 
 
-def test_non_image_file_is_named_at_build_time(pets: Path) -> None:
+def test_non_image_files_are_left_out_and_counted_or_named_when_strict(pets: Path, caplog) -> None:
     (pets / "test" / "big_dog" / "notes.txt").write_text("not a picture")
+    with caplog.at_level("WARNING", logger="mmt_ard"):
+        ds = build_dataset(f"folder:{pets}:split=test")
+    assert len(ds) == 5 and "left out 1 non-image file" in caplog.text
     with pytest.raises(UserError, match="notes.txt"):
-        build_dataset(f"folder:{pets}:split=test")
+        build_dataset(f"folder:{pets}:split=test,strict=true")
 
 
-def test_undecodable_image_is_named_at_load_time(pets: Path) -> None:
+def test_undecodable_images_are_skipped_and_counted_or_named_when_strict(pets: Path, caplog) -> None:
     (pets / "test" / "big_dog" / "broken.png").write_bytes(b"definitely not a png")
-    ds = build_dataset(f"folder:{pets}:split=test")
-    broken = [i for i, path in enumerate(ds.files) if path.name == "broken.png"]
+    good = pets / "test" / "big_dog" / "1.png"
+    (pets / "test" / "big_dog" / "truncated.png").write_bytes(good.read_bytes()[:40])
+    ds = build_dataset(f"folder:{pets}:split=test,size=32")
+    names = [path.name for path in ds.files]
+    broken, truncated = names.index("broken.png"), names.index("truncated.png")
+    with caplog.at_level("WARNING", logger="mmt_ard"):
+        image, label = ds[broken]  # the next readable sample stands in, with its own label
+        again = ds[truncated]
+    nxt = next(i for i in range(broken + 1, len(ds)) if names[i] not in ("broken.png", "truncated.png"))
+    assert torch.equal(image, ds[nxt][0]) and label == int(ds.labels[nxt])
+    assert again[0].shape == (3, 32, 32)
+    assert "broken.png" in caplog.text and "2 bad file(s) skipped" in caplog.text
+    strict = build_dataset(f"folder:{pets}:split=test,size=32,strict=true")
     with pytest.raises(UserError, match="broken.png"):
-        ds[broken[0]]
+        strict[broken]
 
 
 @pytest.mark.parametrize(

@@ -152,3 +152,18 @@ def test_clip_benchmark_json_one_file_per_model_and_dataset(tmp_path):
     assert len(files) == 6 and all(f.is_file() for f in files)
     assert json.loads((tmp_path / "cifar10_base_RN50_en_zeroshot_classification.json").read_text())["metrics"] == {
         "acc1": 0.8025}
+
+
+def test_a_corrupt_sample_in_a_shard_is_skipped_or_named_when_strict(tree, tmp_path, caplog):
+    folder = build_dataset(f"folder:{tree}:size=16")
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(folder.files[0].read_bytes()[:50])  # a truncated JPEG
+    write_shards([(bad, 2), *zip(folder.files[1:4], folder.labels[1:4].tolist())], str(tmp_path / "s-%04d.tar"))
+    (tmp_path / "names.txt").write_text("cat\ndog\nowl\n")
+    spec = f"wds:{tmp_path}/s-0000.tar:classnames={tmp_path}/names.txt,size=16"
+    ds = build_dataset(spec)
+    with caplog.at_level("WARNING", logger="mmt_ard"):
+        x, y = ds[0]
+    assert torch.equal(x, folder.image(1)) and y == int(folder.labels[1]) and "1 bad file(s)" in caplog.text
+    with pytest.raises(UserError, match="undecodable sample 0"):
+        build_dataset(spec + ",strict=true")[0]

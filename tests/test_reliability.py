@@ -102,3 +102,17 @@ def test_max_time_stops_with_a_checkpoint(tmp_path):
     assert out["stopped_at"] == 1 and out["reason"] == "max_time"
     assert torch.load(tmp_path / "r" / "checkpoints" / "last.pt", weights_only=True)["step"] == 1
     assert not (tmp_path / "r" / "student").exists()
+
+
+def test_same_seed_and_config_give_identical_runs_and_another_seed_does_not(tmp_path):
+    from mmt_ard.distill.run import run_distill
+
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        run_distill(tiny_cfg(tmp_path / name, f"loop.seed={seed}", "loop.eval_every=3"))
+    a, b, c = (student_weights(tmp_path / n) for n in "abc")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    drop = ("images_per_s",)  # wall-clock, the only thing allowed to differ
+    clean = [[{k: v for k, v in r.items() if k not in drop} for r in rows(tmp_path / n, s)] for n in "ab" for s in
+             ("train", "val")]
+    assert clean[0] == clean[2] and clean[1] == clean[3]
+    assert not all(torch.equal(a[k], c[k]) for k in a)

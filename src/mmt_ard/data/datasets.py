@@ -28,6 +28,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 from mmt_ard.data import world
 from mmt_ard.data.pipeline import Preprocess
 from mmt_ard.config import expand_env
+from mmt_ard.data.readable import UnreadableImage, read_or_substitute, report_non_images, strict_option
 from mmt_ard.errors import UserError
 from mmt_ard.registry import Registry
 
@@ -149,8 +150,12 @@ class LabeledImages(Dataset[tuple[torch.Tensor, int]]):
     def __len__(self) -> int:
         return len(self.labels)
 
+    strict = False  # data sets read from disk: stop at a bad file instead of skipping it (readable.py)
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        return self.image(index), int(self.labels[index])
+        if self.images_uint8 is not None:
+            return self.image(index), int(self.labels[index])
+        return read_or_substitute(self, index)
 
     def image(self, index: int) -> torch.Tensor:
         """Image ``index`` as a float (3, H, W) tensor in [0, 1]."""
@@ -283,6 +288,7 @@ class FolderImages(LabeledImages):
         labels = torch.tensor([label for _, label in files], dtype=torch.long)
         super().__init__(name, classnames, templates, spec, labels)
         self.files = [path for path, _ in files]
+        self.skipped: set[int] = set()
         self.set_preprocess(Preprocess(size))
 
     def set_preprocess(self, preprocess: Preprocess) -> None:
@@ -297,7 +303,7 @@ class FolderImages(LabeledImages):
             with Image.open(path) as raw:
                 img = raw.convert("RGB")
         except (OSError, ValueError, Image.DecompressionBombError) as err:
-            raise UserError(f"cannot read image {path}: {err}; remove or replace the file") from err
+            raise UnreadableImage(f"unreadable image {path} ({err})") from err
         return self._transform(img)
 
 
@@ -322,25 +328,23 @@ def _read_lines(path: str, what: str) -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
-def _list_images(root: Path) -> tuple[list[str], list[tuple[Path, int]]]:
-    """Class folder names and (file, label) pairs; every non-hidden file must be an image."""
+def _list_images(root: Path, strict: bool = False) -> tuple[list[str], list[tuple[Path, int]]]:
+    """Class folder names and (file, label) pairs; non-image files are left out (see readable.py)."""
     if not root.is_dir():
         raise UserError(f"dataset folder {root} does not exist or is not a directory")
     folders = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     if not folders:
         raise UserError(f"dataset folder {root} has no class subfolders; expected ROOT/CLASS/IMAGE")
     files: list[tuple[Path, int]] = []
+    others: list[str] = []
     for label, folder in enumerate(folders):
         found = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
-        for path in found:
-            if path.suffix.lower() not in _IMAGE_SUFFIXES:
-                raise UserError(
-                    f"{path} is not an image (extension {path.suffix or 'none'!r}); class folders "
-                    f"may hold only {', '.join(sorted(_IMAGE_SUFFIXES))} files: move it elsewhere"
-                )
+        others += [str(p) for p in found if p.suffix.lower() not in _IMAGE_SUFFIXES]
+        found = [p for p in found if p.suffix.lower() in _IMAGE_SUFFIXES]
         if not found:
             raise UserError(f"class folder {folder} holds no images")
         files.extend((path, label) for path in found)
+    report_non_images(others, strict, root)
     return [d.name for d in folders], files
 
 
@@ -352,10 +356,11 @@ def _build_folder(spec: DatasetSpec, captions: bool) -> LabeledImages | Captione
             f"folder data sets have class labels, not captions: {str(spec)!r}; captions come "
             "from builtin:captions"
         )
-    _check_options(spec, ("split", "classnames", "templates", "size"))
+    _check_options(spec, ("split", "classnames", "templates", "size", "strict"))
+    strict = strict_option(spec.options, str(spec))
     base = Path(spec.name).expanduser()
     root = base / spec.options["split"] if "split" in spec.options else base
-    folders, files = _list_images(root)
+    folders, files = _list_images(root, strict)
     classnames = [f.replace("_", " ") for f in folders]
     if "classnames" in spec.options:
         classnames = _read_lines(spec.options["classnames"], "classnames")
@@ -375,4 +380,6 @@ def _build_folder(spec: DatasetSpec, captions: bool) -> LabeledImages | Captione
                 f"with a '{{}}' for the class name; bad lines: {bad}"
             )
     size = _int_option(spec, "size", 224)
-    return FolderImages(base.name, classnames, templates, str(spec), files, size)
+    dataset = FolderImages(base.name, classnames, templates, str(spec), files, size)
+    dataset.strict = strict
+    return dataset

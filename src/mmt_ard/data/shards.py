@@ -27,6 +27,7 @@ from mmt_ard.data.datasets import (
     DATASETS, DatasetSpec, LabeledImages, _check_options, _int_option, _read_lines,
 )
 from mmt_ard.data.pipeline import Preprocess
+from mmt_ard.data.readable import UnreadableImage, strict_option
 from mmt_ard.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,7 @@ class ShardImages(LabeledImages):
         self.shards = shards
         self.samples = samples  # (shard, offset, size, label)
         self._files: dict[int, BinaryIO] = {}
+        self.skipped: set[int] = set()
         self._pid = -1
         self.set_preprocess(Preprocess(size))
 
@@ -95,8 +97,8 @@ class ShardImages(LabeledImages):
         try:
             with Image.open(io.BytesIO(f.read(size))) as raw:
                 img = raw.convert("RGB")
-        except (OSError, ValueError) as err:
-            raise UserError(f"cannot decode sample {index} of {self.shards[shard]}: {err}") from err
+        except (OSError, ValueError, Image.DecompressionBombError) as err:
+            raise UnreadableImage(f"undecodable sample {index} of shard {self.shards[shard]} ({err})") from err
         return self._transform(img)
 
     def __getstate__(self) -> dict:
@@ -117,7 +119,7 @@ def _build_shards(spec: DatasetSpec, captions: bool) -> ShardImages:
     """Tar shards with ``cls`` labels; ``classnames`` is required (a file, or ``imagenet``)."""
     if captions:
         raise UserError(f"wds data sets have class labels, not captions: {str(spec)!r}")
-    _check_options(spec, ("classnames", "templates", "size"))
+    _check_options(spec, ("classnames", "templates", "size", "strict"))
     if "classnames" not in spec.options:
         raise UserError(f"{str(spec)!r} needs classnames=FILE (one name per class index) or classnames=imagenet")
     classnames = _read_lines(spec.options["classnames"], "classnames")
@@ -129,7 +131,9 @@ def _build_shards(spec: DatasetSpec, captions: bool) -> ShardImages:
     if bad:
         raise UserError(f"{str(spec)!r}: label {bad[0]} is outside the {len(classnames)} classnames given")
     name = Path(spec.name).name.split("-{")[0].split("{")[0] or "shards"
-    return ShardImages(name, classnames, templates, str(spec), shards, samples, _int_option(spec, "size", 224))
+    dataset = ShardImages(name, classnames, templates, str(spec), shards, samples, _int_option(spec, "size", 224))
+    dataset.strict = strict_option(spec.options, str(spec))
+    return dataset
 
 
 def write_shards(samples: Iterable[tuple[Path, int]], pattern: str, per_shard: int = 1000) -> list[Path]:
