@@ -95,7 +95,7 @@ def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys, case, needle):
     if case == "eps":
         args.append("eval.eps=[2]")
     if case == "nonimage":
-        args.append(f"eval.dataset=folder:{_folder_with_text_file(tmp_path)}")
+        args.append(f"eval.dataset=folder:{_folder_with_text_file(tmp_path)}:strict=true")  # lenient: left out
     if case == "override":
         args.append("eval.epz=1")
     code, _, err = run_cli(capsys, *args)
