@@ -121,6 +121,6 @@ class BestCheckpoint:
         """Load the best model into ``task`` (unless it is the last step's); what was selected."""
         if not self.metric or self.step is None:
             return {}
-        if self.step != last_step:
+        if self.step != last_step and is_main_process():  # rank 0 exports; only it wrote the file
             task.load_model_state(self._read()["model"])
         return {"step": self.step, "metric": self.metric, "value": self.value}

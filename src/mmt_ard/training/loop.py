@@ -169,7 +169,7 @@ def _optimizer_step(
     if clip > 0:
         norm = torch.nn.utils.clip_grad_norm_(params, clip)
     else:
-        norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
+        norm = torch.nn.utils.get_total_norm(grads) if grads else loss.new_zeros(())
     opt.found_inf = guard.found_inf(loss, norm)  # type: ignore[attr-defined]  # read by the fused step
     opt.step()
     del opt.found_inf  # type: ignore[attr-defined]
