@@ -9,6 +9,7 @@ from torch import nn
 
 from mmt_ard.attacks import OBJECTIVES, PGDConfig, pgd
 from mmt_ard.distill import DistillationTask, InnerAttackConfig, LossConfig, StrategyConfig
+from mmt_ard.distill.fast import FastPathConfig
 from mmt_ard.distill.run import DistillConfig
 from mmt_ard.evaluation import EvalConfig
 from mmt_ard.training.batches import step_generator
@@ -44,22 +45,22 @@ def recorded_student_calls(student: nn.Module) -> list[tuple[bool, torch.Tensor,
     return calls
 
 
-def distill_setup(objective: str, gamma: float = 0.7, temperature: float = 2.0):
+def distill_setup(objective: str, gamma: float = 0.7, temperature: float = 2.0, fuse: bool = True):
     student = tiny_classifier("mmt-vit-s", seed=1)
     student.clip.model.requires_grad_(False)
     student.clip.visual.requires_grad_(True)
     attack = InnerAttackConfig(objective=objective, eps=8 / 255, steps=2, step_size=4 / 255)
     loss = LossConfig(gamma=gamma, temperature=temperature, strategy=StrategyConfig(name="confidence"))
     t_clean, t_adv = RecordingTeacher(10), RecordingTeacher(11)
-    task = DistillationTask(student, t_clean, t_adv, attack, loss, seed=5)
+    task = DistillationTask(student, t_clean, t_adv, attack, loss, seed=5, fast=FastPathConfig(fuse_student_views=fuse))
     g = torch.Generator().manual_seed(0)
     x, y = torch.rand(6, 3, 32, 32, generator=g), torch.randint(0, 4, (6,), generator=g)
     return task, t_clean, t_adv, x, y
 
 
-@pytest.mark.parametrize("objective", ["embedding-l2", "kl-clean-teacher", "ce"])
-def test_distillation_step_feeds_each_teacher_its_view_and_matches_the_hand_computed_loss(objective):
-    task, t_clean, t_adv, x, y = distill_setup(objective)
+@pytest.mark.parametrize("objective,fuse", [("embedding-l2", True), ("kl-clean-teacher", True), ("ce", False)])
+def test_distillation_step_feeds_each_teacher_its_view_and_matches_the_hand_computed_loss(objective, fuse):
+    task, t_clean, t_adv, x, y = distill_setup(objective, fuse=fuse)
     calls = recorded_student_calls(task.student)
     task.train()
     terms = task.training_step((x, y), step=3)
@@ -68,8 +69,14 @@ def test_distillation_step_feeds_each_teacher_its_view_and_matches_the_hand_comp
     assert len(t_adv.inputs) == 1
     x_adv = t_adv.inputs[0]
     assert not torch.equal(x_adv, x) and (x_adv - x).abs().max() <= 8 / 255 + 1e-6
-    (_, xs_clean, s_clean), (_, xs_adv, s_adv) = [c for c in calls if c[0]]  # the two train-mode forwards
-    assert torch.equal(xs_clean, x) and torch.equal(xs_adv, x_adv)  # the student's views match the teachers'
+    train_calls = [c for c in calls if c[0]]
+    if fuse:  # one train-mode forward over both views (a ViT has no BatchNorm or dropout: exact)
+        ((_, xs, out),) = train_calls
+        assert torch.equal(xs, torch.cat([x, x_adv]))  # clean first, then adversarial
+        s_clean, s_adv = out[: len(x)], out[len(x):]
+    else:  # the two train-mode forwards
+        (_, xs_clean, s_clean), (_, xs_adv, s_adv) = train_calls
+        assert torch.equal(xs_clean, x) and torch.equal(xs_adv, x_adv)  # the student's views match the teachers'
     z_org = 0.2 * (x.flatten(1) - 0.5) @ t_clean.w  # the teachers' logits, recomputed by hand
     z_adv = 0.2 * (x_adv.flatten(1) - 0.5) @ t_adv.w
     t = 2.0
@@ -83,8 +90,13 @@ def test_distillation_step_feeds_each_teacher_its_view_and_matches_the_hand_comp
     assert float(terms["loss"].detach()) == pytest.approx(float(expected), rel=1e-5)
     assert float(terms["loss_cm"]) == pytest.approx(float(cm), rel=1e-5)
     # the consistency target softmax(z_S(x)) is detached: loss_cm sends no gradient to the clean view
-    g_clean, g_adv = torch.autograd.grad(terms["loss_cm"], [s_clean, s_adv], allow_unused=True)
-    assert g_clean is None and g_adv is not None and g_adv.abs().sum() > 0
+    if fuse:
+        (g,) = torch.autograd.grad(terms["loss_cm"], [out])
+        g_clean, g_adv = g[: len(x)], g[len(x):]
+        assert g_clean.abs().sum() == 0 and g_adv.abs().sum() > 0
+    else:
+        g_clean, g_adv = torch.autograd.grad(terms["loss_cm"], [s_clean, s_adv], allow_unused=True)
+        assert g_clean is None and g_adv is not None and g_adv.abs().sum() > 0
 
 
 def test_kl_clean_teacher_attack_targets_the_clean_teachers_distribution_on_x():

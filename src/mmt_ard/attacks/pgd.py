@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from mmt_ard.attacks.objectives import ObjectiveFn
+from mmt_ard.devices import to_device
 from mmt_ard.errors import ConfigError
 from mmt_ard.models.frozen import eval_mode
 
@@ -65,10 +66,10 @@ def random_start(x: torch.Tensor, norm: Norm, eps: float, generator: torch.Gener
     ``eps * U^(1/d)`` (d = pixels per sample), which is uniform in the ball's volume.
     """
     if norm == "linf":
-        u = torch.rand(x.shape, generator=generator, device="cpu").to(x.device)
+        u = to_device(torch.rand(x.shape, generator=generator, device="cpu"), x.device)
         return (2 * u - 1) * eps
-    d = torch.randn(x.shape, generator=generator, device="cpu").to(x.device)
-    u = torch.rand((x.shape[0],), generator=generator, device="cpu").to(x.device)
+    d = to_device(torch.randn(x.shape, generator=generator, device="cpu"), x.device)
+    u = to_device(torch.rand((x.shape[0],), generator=generator, device="cpu"), x.device)
     radius = eps * u.pow(1.0 / x[0].numel())
     return d / _per_sample_norm(d, 2) * radius.view(-1, *([1] * (x.dim() - 1)))
 

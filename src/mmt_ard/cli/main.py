@@ -1,4 +1,4 @@
-"""``mmt-ard``: pretrain, finetune, distill, evaluate, export, demo, list.
+"""``mmt-ard``: pretrain, finetune, distill, evaluate, export, demo, bench, list.
 
 Every training command takes ``--config PRESET``, ``--output DIR`` and ``key.path=value``
 overrides, and saves the resolved config beside its run. Bad input exits with code 2 and a
@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from mmt_ard.cli import bench as bench_cli
 from mmt_ard.cli.common import add_run_args, build_config, print_summary, setup_logging
 from mmt_ard.errors import UserError
 
@@ -175,6 +176,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="redo every stage instead of reusing finished ones")
     p.add_argument("--device", help="auto (default), cpu, cuda")
     p.set_defaults(fn=_demo)
+
+    p = sub.add_parser("bench", help="time the distillation step vs the reference step -> bench.json + bench.md")
+    bench_cli.add_bench_args(p)
+    p.set_defaults(fn=bench_cli.run)
 
     p = sub.add_parser("list", help="architectures, datasets, strategies, methods, attacks, export formats, presets")
     p.set_defaults(fn=_list)

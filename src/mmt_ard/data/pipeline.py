@@ -24,6 +24,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.transforms import Compose, Normalize
 
+from mmt_ard.devices import to_device
 from mmt_ard.distributed import rank_slice
 from mmt_ard.errors import ConfigError
 
@@ -109,14 +110,18 @@ def data_loader(dataset: Dataset, sampler: Sampler, cfg: LoaderConfig, device: t
 class StepBatches:
     """``step -> (images (B, 3, H, W), labels (B,))`` on ``device``, B the per-rank batch.
 
-    Calls with consecutive steps stream from one DataLoader; a jump (the first call, a resume)
-    restarts the sampler at that step.
+    With ``with_index=True`` a third element holds the data set indices (B,) int64 of the batch
+    (on the CPU), for per-image caches. Calls with consecutive steps stream from one DataLoader;
+    a jump (the first call, a resume) restarts the sampler at that step. On a GPU the batch is
+    copied from page-locked memory without blocking the host.
     """
 
     def __init__(
-        self, dataset: Dataset, global_batch: int, seed: int, device: torch.device, cfg: LoaderConfig | None = None
+        self, dataset: Dataset, global_batch: int, seed: int, device: torch.device, cfg: LoaderConfig | None = None,
+        with_index: bool = False,
     ) -> None:
         self.dataset, self.global_batch, self.seed, self.device = dataset, global_batch, seed, device
+        self.with_index = with_index
         self.cfg = cfg or LoaderConfig()
         self.cfg.validate()
         self.in_memory = getattr(dataset, "images_uint8", None) is not None
@@ -125,11 +130,13 @@ class StepBatches:
         self._it: Iterator[Any] | None = None
         self._next = -1
 
-    def __call__(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, step: int) -> tuple[torch.Tensor, ...]:
         from mmt_ard.training.batches import batch_indices, labeled_batch  # see StepBatchSampler
 
-        if self.in_memory:
+        idx = None
+        if self.in_memory or self.with_index:  # the sampler's indices of this step, recomputed
             idx = rank_slice(batch_indices(len(self.dataset), self.global_batch, self.seed, step))  # type: ignore[arg-type]
+        if self.in_memory:
             x, y = labeled_batch(self.dataset, idx)
         else:
             if self._it is None or step != self._next:
@@ -138,5 +145,6 @@ class StepBatches:
                 self._it = iter(self._loader)
             x, y = next(self._it)
             self._next = step + 1
-        non_blocking = self.device.type == "cuda"
-        return x.to(self.device, non_blocking=non_blocking), y.to(self.device, non_blocking=non_blocking)
+        batch = (to_device(x, self.device), to_device(y, self.device))
+        return (*batch, idx) if self.with_index else batch
+

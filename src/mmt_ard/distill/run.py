@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from mmt_ard.data import LabeledImages, build_dataset
-from mmt_ard.data.pipeline import use_model_preprocess
+from mmt_ard.data.fingerprint import data_fingerprint
+from mmt_ard.data.pipeline import StepBatches, use_model_preprocess
+from mmt_ard.distill.fast import FastPathConfig
+from mmt_ard.distill.logit_cache import CleanLogitCache
 from mmt_ard.distill.lora import LoraConfig, apply_lora, is_lora, merged_copy, save_adapters
 from mmt_ard.distill.task import DistillationTask, InnerAttackConfig, LossConfig
 from mmt_ard.evaluation import EvalConfig, check_datasets, evaluate_model
 from mmt_ard.models import ModelSpec, TextHeadCache, ZeroShotClassifier, default_cache_dir, load_clip
 from mmt_ard.models.export import export_open_clip
 from mmt_ard.training.finetune import validation_eval
-from mmt_ard.training.loop import LoopConfig, flat_metrics, labeled_batches, resolve_loop, train_and_export
+from mmt_ard.training.loop import LoopConfig, flat_metrics, resolve_loop, train_and_export
 from mmt_ard.training.optim import OptimConfig, cosine_lr_factor
 from mmt_ard.training.run import RunDir
 
@@ -38,6 +42,7 @@ class DistillConfig:
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(steps=300, batch_size=64, lr=5e-4))
     loop: LoopConfig = field(default_factory=lambda: LoopConfig(eval_every=100, checkpoint_every=100))
     eval: EvalConfig = field(default_factory=validation_eval)
+    fast: FastPathConfig = field(default_factory=FastPathConfig)
 
 
 def build_task(cfg: DistillConfig, ds: LabeledImages, device: torch.device, heads: TextHeadCache) -> DistillationTask:
@@ -54,10 +59,17 @@ def build_task(cfg: DistillConfig, ds: LabeledImages, device: torch.device, head
     else:
         student.clip.visual.requires_grad_(True)
     warmup = int(round(cfg.optim.warmup * cfg.optim.steps))
+    use_model_preprocess(ds, student.clip)  # the student's resize and crop (teachers resize if needed)
+    teacher_clean = classifier(cfg.teacher_clean)
+    cache = None
+    if cfg.fast.cache_clean_logits:
+        root = Path(cfg.fast.cache_dir) if cfg.fast.cache_dir else default_cache_dir() / "teacher-logits"
+        cache = CleanLogitCache.open(root, teacher_clean, data_fingerprint(ds), len(ds), cfg.loop.precision)
     return DistillationTask(
-        student, classifier(cfg.teacher_clean), classifier(cfg.teacher_adv), cfg.attack, cfg.loss,
+        student, teacher_clean, classifier(cfg.teacher_adv), cfg.attack, cfg.loss,
         seed=cfg.loop.seed, precision=cfg.loop.precision,
         lr_scale=lambda step: cosine_lr_factor(step, cfg.optim.steps, warmup, cfg.optim.min_lr_ratio),
+        fast=cfg.fast, clean_cache=cache,
     ).to(device)
 
 
@@ -73,7 +85,6 @@ def run_distill(cfg: DistillConfig, resume: bool = False, overwrite: bool = Fals
     heads = TextHeadCache(default_cache_dir())
     ds = build_dataset(cfg.data)
     task = build_task(cfg, ds, device, heads)
-    use_model_preprocess(ds, task.student.clip)  # the student's resize and crop (teachers resize if needed)
     run = RunDir(cfg.output, cfg, resume=resume, overwrite=overwrite)
     clip = task.student.clip
 
@@ -85,10 +96,15 @@ def run_distill(cfg: DistillConfig, resume: bool = False, overwrite: bool = Fals
         if is_lora(clip):
             save_adapters(clip, run.path / "adapters")
 
-    return train_and_export(
-        task, labeled_batches(ds, cfg.optim.batch_size, cfg.loop.seed, device, cfg.loop.data), cfg.optim, cfg.loop, run, resume,
-        validate, export,
-        summary={"student": str(run.path / "student"), "arch": cfg.student.arch,
-                 "strategy": cfg.loss.strategy.name, "lora": cfg.lora.enabled},
-        desc=f"distill {cfg.loss.strategy.name}",
-    )
+    batches = StepBatches(ds, cfg.optim.batch_size, cfg.loop.seed, device, cfg.loop.data,
+                          with_index=task.clean_cache is not None)
+    try:
+        return train_and_export(
+            task, batches, cfg.optim, cfg.loop, run, resume, validate, export,
+            summary={"student": str(run.path / "student"), "arch": cfg.student.arch,
+                     "strategy": cfg.loss.strategy.name, "lora": cfg.lora.enabled},
+            desc=f"distill {cfg.loss.strategy.name}",
+        )
+    finally:
+        if task.clean_cache is not None:
+            task.clean_cache.flush()

@@ -7,6 +7,10 @@ One step (METHOD.md sections 2-3)::
     z_S, z_S' = S(x), S(x')                          train mode
     loss    = strategy(z...) + gamma * mean KL( softmax(z_S).detach() || softmax(z_S') )
 
+The fast path (distill/fast.py) reads ``z_Torg(x)`` from a per-image cache when the batch carries
+its data set indices, runs one student forward over both views where that is exact, and keeps
+ResNet towers channels-last; ``timer`` (training/timing.py) measures each part for the bench.
+
 Teachers are wrapped in :class:`~mmt_ard.models.frozen.Frozen`: ``task.train()`` never reaches
 them, so their BatchNorm statistics and weights cannot change. All comparisons between models
 are in class-logit space, so teachers and student may have different embedding sizes.
@@ -24,6 +28,9 @@ from torch import nn
 
 from mmt_ard.attacks import OBJECTIVES, PGDConfig, kl_logits, pgd
 from mmt_ard.attacks.objectives import ObjectiveFn, check_random_start
+from mmt_ard.devices import to_device
+from mmt_ard.distill.fast import FastPathConfig, compile_tower, to_channels_last, views_are_independent
+from mmt_ard.distill.logit_cache import CleanLogitCache
 from mmt_ard.distributed import skip_to_rank
 from mmt_ard.distill.strategies import (
     DistillLogits, StrategyConfig, build_strategy, check_strategy_options, confidence,
@@ -33,6 +40,7 @@ from mmt_ard.models.clip import ZeroShotClassifier
 from mmt_ard.models.frozen import Frozen
 from mmt_ard.registry import Registry
 from mmt_ard.training.batches import step_generator
+from mmt_ard.training.timing import NO_SECTIONS, Sections
 
 InnerObjective = Literal["embedding-l2", "kl-clean-teacher", "ce"]
 InnerFactory = Callable[[ZeroShotClassifier, torch.Tensor, torch.Tensor, torch.Tensor, "InnerAttackConfig"], ObjectiveFn]
@@ -104,6 +112,8 @@ class DistillationTask(nn.Module):
         seed: int = 0,
         precision: str = "fp32",
         lr_scale: Callable[[int], float] = lambda step: 1.0,
+        fast: FastPathConfig | None = None,
+        clean_cache: CleanLogitCache | None = None,
     ) -> None:
         super().__init__()
         for name, t in (("clean", teacher_clean), ("adversarial", teacher_adv)):
@@ -120,6 +130,16 @@ class DistillationTask(nn.Module):
         self.seed = seed
         self.precision = precision
         self.lr_scale = lr_scale
+        self.fast = fast or FastPathConfig()
+        self.clean_cache = clean_cache  # None: the clean teacher runs every step
+        self.timer: Sections = NO_SECTIONS
+        towers = [m.clip.visual for m in (student, teacher_clean, teacher_adv) if hasattr(m, "clip")]
+        if self.fast.channels_last:
+            for visual in towers:
+                to_channels_last(visual)
+        if self.fast.compile:
+            for visual in towers:
+                compile_tower(visual, self.fast.compile_backend)
 
     def named_trainable_parameters(self) -> list[tuple[str, nn.Parameter]]:
         return [(n, p) for n, p in self.student.named_parameters() if p.requires_grad]
@@ -132,25 +152,58 @@ class DistillationTask(nn.Module):
         objective = INNER_OBJECTIVES.get(cfg.objective)(self.student, x, y, teacher_clean_logits, cfg)
         return pgd(self.student, x, objective, self.attack_cfg, precision=self.precision, generator=gen)
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
-        x, y = batch
-        with torch.no_grad():
-            t_clean = self.teacher_clean(x)  # (B, C)
+    def clean_teacher_logits(self, x: torch.Tensor, idx: torch.Tensor | None) -> torch.Tensor:
+        """``z_Torg(x)`` (B, C): from the cache where it holds them, else computed (and stored)."""
+        if self.clean_cache is None or idx is None:
+            with torch.no_grad():
+                return self.teacher_clean(x)
+        cached, hit = self.clean_cache.lookup(idx)  # on the host: no device sync
+        if self.clean_cache.last_hit_rate == 0.0:  # nothing cached (the first epoch): the plain forward
+            with torch.no_grad():
+                fresh = self.teacher_clean(x)
+            self.clean_cache.store(idx, fresh)
+            return fresh
+        logits = to_device(cached, x.device)
+        if self.clean_cache.last_hit_rate < 1.0:
+            miss = torch.from_numpy((~hit).numpy().nonzero()[0])  # host arrays, no tensor reads
+            with torch.no_grad():
+                fresh = self.teacher_clean(x[to_device(miss, x.device)])
+            self.clean_cache.store(idx[miss], fresh)
+            logits[to_device(miss, x.device)] = fresh.float()
+        return logits
+
+    def student_views(self, x: torch.Tensor, x_adv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``z_S(x), z_S(x')``: one forward over both where exact (see :func:`views_are_independent`)."""
+        if self.fast.fuse_student_views and views_are_independent(self.student):
+            s_clean, s_adv = self.student(torch.cat([x, x_adv])).chunk(2)
+            return s_clean, s_adv
+        return self.student(x), self.student(x_adv)
+
+    def training_step(self, batch: tuple[torch.Tensor, ...], step: int) -> dict[str, torch.Tensor]:
+        """The loss terms of one step; ``batch`` is ``(x, y)`` or ``(x, y, data set indices)``."""
+        x, y = batch[0], batch[1]
+        idx = batch[2] if len(batch) > 2 else None
+        with self.timer("teacher_clean"):
+            t_clean = self.clean_teacher_logits(x, idx)  # (B, C)
         # random starts as if drawn for the whole global batch: the same for a sample in any world size
         gen = skip_to_rank(step_generator(self.seed, step), x)
-        x_adv = self.adversarial_examples(x, y, t_clean, gen)
-        with torch.no_grad():
+        with self.timer("attack"):
+            x_adv = self.adversarial_examples(x, y, t_clean, gen)
+        with self.timer("teacher_adv"), torch.no_grad():
             t_adv = self.teacher_adv(x_adv)  # (B, C)
-        s_clean, s_adv = self.student(x), self.student(x_adv)  # (B, C) each
-        cfg = self.loss_cfg
-        logits = DistillLogits(s_clean, s_adv, t_clean, t_adv, cfg.temperature, cfg.lambda_adv, cfg.lambda_org,
-                               lr_scale=self.lr_scale(step))
-        terms = self.strategy(logits)
-        cm = kl_logits(s_clean.detach(), s_adv).mean()
-        terms["loss_cm"] = cm
-        terms["loss"] = terms["loss_kd"] + cfg.gamma * cm if cfg.gamma > 0 else terms["loss_kd"]
+        with self.timer("student_forward"):
+            s_clean, s_adv = self.student_views(x, x_adv)  # (B, C) each
+            cfg = self.loss_cfg
+            logits = DistillLogits(s_clean, s_adv, t_clean, t_adv, cfg.temperature, cfg.lambda_adv, cfg.lambda_org,
+                                   lr_scale=self.lr_scale(step))
+            terms = self.strategy(logits)
+            cm = kl_logits(s_clean.detach(), s_adv).mean()
+            terms["loss_cm"] = cm
+            terms["loss"] = terms["loss_kd"] + cfg.gamma * cm if cfg.gamma > 0 else terms["loss_kd"]
         terms["conf_adv"] = confidence(t_adv).mean()
         terms["conf_org"] = confidence(t_clean).mean()
+        if self.clean_cache is not None and idx is not None:
+            terms["clean_cache_hits"] = self.clean_cache.last_hit_rate  # a host float: no device read
         with torch.no_grad():
             terms["student_acc_adv"] = (s_adv.argmax(-1) == y).float().mean()
         return terms

@@ -44,7 +44,7 @@ class LoopConfig:
     device: str = "auto"
     precision: Precision = "fp32"  # bf16 falls back to fp32 where the device has no native bf16
     force_bf16: bool = False  # use bf16 even where it is emulated (slow)
-    log_every: int = 1
+    log_every: int = 10  # each log reads the device (a host sync): steps in between never wait on it
     eval_every: int = 0
     checkpoint_every: int = 0
     stop_after: int = 0  # checkpoint and stop at this step (a time-limited job); 0 = run to the end
@@ -107,9 +107,9 @@ def train(
     end = min(loop.stop_after, optim.steps) if loop.stop_after > 0 else optim.steps
     stop_reason = "stop_after" if end < optim.steps else None
     bar = tqdm(range(start, end), desc=desc, initial=start, total=optim.steps, disable=None)
+    t_window = time.perf_counter()
     with StopRequests(loop.max_time) as requests:
         for step in bar:
-            t0 = time.perf_counter()
             task.train()
             batch = batches(step)
             with autocast(device, loop.precision):
@@ -122,22 +122,28 @@ def train(
                 value = value.detach().float() if isinstance(value, torch.Tensor) else torch.tensor(float(value))
                 window[key] = window[key] + value if key in window else value
             window_steps += 1
-            if done % max(loop.log_every, 1) == 0 or done == end:
+            logs = done % max(loop.log_every, 1) == 0 or done == end
+            if logs:
                 window = distributed.mean_over_ranks(window)
                 last = {k: float(v) / window_steps for k, v in window.items()}  # means over the interval
-                window, window_steps = {}, 0
+                seconds, t_window = time.perf_counter() - t_window, time.perf_counter()
                 last.update(lr=lr, skipped_steps=guard.check(done, str(run.checkpoint)))
-                last["images_per_s"] = _batch_size(batch) * distributed.world_size() / max(time.perf_counter() - t0, 1e-9)
+                last["images_per_s"] = _batch_size(batch) * distributed.world_size() * window_steps / max(seconds, 1e-9)
+                window, window_steps = {}, 0
                 run.metrics.log(done, last)
                 bar.set_postfix(loss=f"{last['loss']:.4f}")
             if loop.checkpoint_every and done % loop.checkpoint_every == 0:
                 save_training_state(run.checkpoint, done, task, opt, sched)
             if validate is not None and loop.eval_every and done % loop.eval_every == 0 and done < optim.steps:
+                t_val = time.perf_counter()
                 val = validate(done)
                 run.metrics.log(done, val, prefix="val")
                 best.update(done, val, task)
+                t_window += time.perf_counter() - t_val  # throughput counts training time only
             reason = requests.reason()
-            if done < optim.steps and distributed.sum_counts([reason is not None])[0]:  # every rank stops together
+            # every rank stops together; agreeing on it is a collective, so several processes do it when they log
+            asked = reason is not None if distributed.world_size() == 1 else logs and distributed.sum_counts([reason is not None])[0]
+            if done < optim.steps and asked:
                 end, stop_reason = done, reason or "another rank's stop request"
                 break
     if start < end or not run.checkpoint.exists():

@@ -1,0 +1,207 @@
+"""The reference step: the authors' released algorithm, written out literally, in float32.
+
+It is the baseline the optimized :class:`~mmt_ard.distill.task.DistillationTask` is timed against
+and the check on its loss, so it shares none of the task's loss or attack code:
+
+* float32, autocast off, whatever the caller holds;
+* both teachers run every step: the clean teacher on ``x``, the adversarial teacher on ``x'``;
+* the student's clean and adversarial views are two separate forward passes;
+* its own PGD loop (L-inf, uniform random start drawn from the step's generator exactly as the
+  task draws it, sign step, projection, clamp to [0, 1]) with the student in eval mode;
+* the outer loss of METHOD.md section 3 for the strategies ``confidence`` (eqs. 3-6) and
+  ``adv-only``, plus ``gamma`` times the cross-modal KL of section 3.2.
+
+Anything else (other strategies, objectives, norms, momentum, no random start) is refused.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mmt_ard.distill.task import InnerAttackConfig, LossConfig
+from mmt_ard.distributed import skip_to_rank
+from mmt_ard.errors import ConfigError
+from mmt_ard.models.clip import ZeroShotClassifier
+from mmt_ard.training.batches import step_generator
+from mmt_ard.training.timing import NO_SECTIONS, Sections
+
+OBJECTIVES = ("embedding-l2", "kl-clean-teacher")
+STRATEGIES = ("confidence", "adv-only")
+
+
+def unsupported(attack: InnerAttackConfig, loss: LossConfig) -> list[str]:
+    """What of ``attack`` and ``loss`` the reference step does not implement (empty: all of it)."""
+    problems = []
+    if attack.objective not in OBJECTIVES:
+        problems.append(f"attack objective {attack.objective!r} (it implements {', '.join(OBJECTIVES)})")
+    if attack.norm != "linf":
+        problems.append(f"norm {attack.norm!r} (it implements linf)")
+    if not attack.random_start:
+        problems.append("PGD without a random start")
+    if attack.momentum != 0:
+        problems.append(f"momentum {attack.momentum}")
+    if loss.strategy.name not in STRATEGIES:
+        problems.append(f"strategy {loss.strategy.name!r} (it implements {', '.join(STRATEGIES)})")
+    return problems
+
+
+def check_supported(attack: InnerAttackConfig, loss: LossConfig) -> None:
+    """Raise a :class:`ConfigError` naming everything the reference step does not implement."""
+    problems = unsupported(attack, loss)
+    if problems:
+        raise ConfigError("the reference step does not implement " + "; ".join(problems))
+
+
+def kl_rows(p_logits: torch.Tensor, q_logits: torch.Tensor, t: float = 1.0) -> torch.Tensor:
+    """``sum_c p_c (log p_c - log q_c)`` per row (B,), ``p = softmax(p_logits / t)``, ``q`` likewise."""
+    log_p = F.log_softmax(p_logits.float() / t, dim=-1)
+    log_q = F.log_softmax(q_logits.float() / t, dim=-1)
+    return (log_p.exp() * (log_p - log_q)).sum(dim=-1)
+
+
+@contextmanager
+def _eval(model: nn.Module) -> Iterator[None]:
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, mode in modes:
+            m.training = mode
+
+
+class ReferenceStep:
+    """One MMT-ARD training step as the authors' code computes it (forward and loss only).
+
+    ``training_step(batch, step)`` has the task's signature and returns its named terms with
+    ``"loss"``; backward and the optimizer are the caller's, as for the task. ``timer`` takes a
+    :class:`~mmt_ard.training.timing.Sections` to time the same sections the task times.
+    """
+
+    def __init__(
+        self,
+        student: ZeroShotClassifier,
+        teacher_clean: nn.Module,
+        teacher_adv: nn.Module,
+        attack: InnerAttackConfig,
+        loss: LossConfig,
+        seed: int = 0,
+    ) -> None:
+        check_supported(attack, loss)
+        attack.validate()
+        loss.validate()
+        self.student = student
+        self.teacher_clean = teacher_clean
+        self.teacher_adv = teacher_adv
+        self.attack_cfg = attack
+        self.loss_cfg = loss
+        self.seed = seed
+        self.timer: Sections = NO_SECTIONS
+
+    def named_trainable_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        return [(n, p) for n, p in self.student.named_parameters() if p.requires_grad]
+
+    def train(self, mode: bool = True) -> ReferenceStep:
+        """The student's mode for the outer forward (the attack always runs in eval mode)."""
+        self.student.train(mode)
+        return self
+
+    def _objective(self, x: torch.Tensor, teacher_clean_logits: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        """Per-sample inner objective ``x_adv -> (B,)``; called with the student in eval mode."""
+        student, cfg = self.student, self.attack_cfg
+        if cfg.objective == "embedding-l2":  # ||f_S(x') - f_S(x).detach()||^2, paper eq. (2)
+            with torch.no_grad():
+                anchor = student.features(x, normalize=cfg.normalize_embeddings).float()  # (B, D)
+            return lambda xa: (student.features(xa, normalize=cfg.normalize_embeddings).float() - anchor).pow(2).sum(-1)
+        target = teacher_clean_logits.detach()  # kl-clean-teacher: KL(softmax(z_Torg(x)) || softmax(z_S(x')))
+        return lambda xa: kl_rows(target, student(xa))
+
+    def attack(self, x: torch.Tensor, teacher_clean_logits: torch.Tensor, step: int) -> torch.Tensor:
+        """x' by L-inf PGD on the student in eval mode, random start from the step's generator."""
+        cfg = self.attack_cfg
+        x = x.detach()
+        gen = skip_to_rank(step_generator(self.seed, step), x)
+        u = torch.rand(x.shape, generator=gen, device="cpu").to(x.device)  # uniform in [-eps, eps]
+        delta = (2 * u - 1) * cfg.eps
+        delta = ((x + delta).clamp(0, 1) - x).detach()
+        with _eval(self.student):
+            objective = self._objective(x, teacher_clean_logits)
+            for _ in range(cfg.steps):
+                delta.requires_grad_(True)
+                total = objective(x + delta).float().sum()
+                (grad,) = torch.autograd.grad(total, delta)
+                delta = (delta.detach() + cfg.alpha * grad.detach().sign()).clamp(-cfg.eps, cfg.eps)
+                delta = ((x + delta).clamp(0, 1) - x).detach()
+        return (x + delta).detach()
+
+    def loss(
+        self, s_clean: torch.Tensor, s_adv: torch.Tensor, t_clean: torch.Tensor, t_adv: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """METHOD.md section 3 for ``confidence`` or ``adv-only``, plus ``gamma`` L_cm (3.2)."""
+        cfg = self.loss_cfg
+        t = cfg.temperature
+        l_clean = t * t * kl_rows(t_clean.detach(), s_clean, t)  # (B,)
+        l_adv = t * t * kl_rows(t_adv.detach(), s_adv, t)  # (B,)
+        if cfg.strategy.name == "confidence":
+            conf_adv = F.softmax(t_adv.detach().float(), dim=-1).max(dim=-1).values  # eq. (3)
+            conf_org = F.softmax(t_clean.detach().float(), dim=-1).max(dim=-1).values  # eq. (3)
+            rho = conf_adv / (conf_org + 1e-5)  # eq. (4)
+            opts = cfg.strategy.confidence
+            w_adv = torch.sigmoid(opts.slope * (rho - opts.offset))  # eq. (5)
+            w_clean = 1.0 - w_adv  # eq. (6)
+        else:  # adv-only
+            w_adv, w_clean = torch.ones_like(l_adv), torch.zeros_like(l_clean)
+        loss_kd = (cfg.lambda_org * w_clean * l_clean + cfg.lambda_adv * w_adv * l_adv).mean()
+        loss_cm = kl_rows(s_clean.detach(), s_adv).mean()  # KL(softmax(z_S(x)).detach() || softmax(z_S(x')))
+        return {"loss": loss_kd + cfg.gamma * loss_cm, "loss_kd": loss_kd, "loss_cm": loss_cm,
+                "kl_clean": l_clean.mean(), "kl_adv": l_adv.mean(), "w_adv": w_adv.mean()}
+
+    def training_step(self, batch: tuple[torch.Tensor, ...], step: int) -> dict[str, torch.Tensor]:
+        """The step's terms; ``batch`` is ``(x, y)`` or ``(x, y, idx)`` (idx is not used)."""
+        x = batch[0]
+        timer = self.timer
+        with torch.autocast(x.device.type, enabled=False):
+            x = x.float()
+            self.teacher_clean.eval()
+            self.teacher_adv.eval()
+            with timer("teacher_clean"), torch.no_grad():
+                t_clean = self.teacher_clean(x)  # (B, C)
+            with timer("attack"):
+                x_adv = self.attack(x, t_clean, step)
+            with timer("teacher_adv"), torch.no_grad():
+                t_adv = self.teacher_adv(x_adv)  # (B, C)
+            with timer("student_forward"):
+                s_clean = self.student(x)  # (B, C)
+                s_adv = self.student(x_adv)  # (B, C)
+                return self.loss(s_clean, s_adv, t_clean, t_adv)
+
+
+@dataclass
+class LossCheck:
+    """The optimized and the reference step's loss on the same models, batch and step."""
+
+    optimized: float
+    reference: float
+    rel_diff: float
+    rtol: float
+    passed: bool
+    x_adv_max_diff: float | None = None  # max |x'_optimized - x'_reference|, when measured
+    x_adv_differing: int | None = None  # elements of x' that differ
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def compare_losses(optimized: float, reference: float, rtol: float = 1e-4) -> LossCheck:
+    """Pass when both are finite and ``|optimized - reference| <= rtol * |reference|``."""
+    diff = abs(optimized - reference) / max(abs(reference), 1e-12)
+    finite = math.isfinite(optimized) and math.isfinite(reference)
+    return LossCheck(optimized, reference, diff if finite else math.inf, rtol, finite and diff <= rtol)
