@@ -234,3 +234,15 @@ def test_steps_between_logs_never_read_device_values(tmp_path):
     assert reads_at_step[1] == reads_at_step[3]  # steps 1-2 (cache misses, clipping, AdamW) read nothing
     assert mode.count > reads_at_step[3]  # the log at step 4 does (the counter is not blind)
     assert np.isfinite(train_rows(tmp_path / "r")[-1]["loss"])
+
+
+def test_compile_option_compiles_every_tower_and_keeps_the_loss():
+    # no attack steps: sign() would turn rounding differences of the traced graph into pixel steps
+    task = make_task(attack_steps=0, compile=True, compile_backend="eager")  # "eager": dynamo traces, no codegen
+    towers = [m.clip.visual for m in (task.student, task.teacher_clean.module, task.teacher_adv.module)]
+    assert all(t._compiled_call_impl is not None for t in towers)
+    assert not any("_orig_mod" in k for k in task.model_state())  # checkpoints keep their keys
+    plain = make_task(attack_steps=0)
+    l1, _ = loss_and_grads(task, batch())
+    l2, _ = loss_and_grads(plain, batch())
+    assert torch.allclose(l1, l2, rtol=1e-5)

@@ -193,3 +193,25 @@ def test_method_defaults():
     assert ev.eps == [1 / 255, 2 / 255, 3 / 255, 4 / 255] and (ev.steps, ev.norm, ev.random_start) == (10, "linf", True)
     assert all(math.isclose(PGDConfig(eps=e, step_size=ev.step_size).alpha, e / 4) for e in ev.eps)
     assert cfg.optim.warmup == 0.07
+
+
+def test_released_code_in_the_task_weights_by_the_batch_labels_cosines():
+    from mmt_ard.distill.strategies import build_strategy
+
+    task, t_clean, t_adv, x, y = distill_setup("ce", fuse=False)
+    task.strategy = build_strategy(StrategyConfig(name="released-code"))
+    calls = recorded_student_calls(task.student)
+    task.train()
+    terms = task.training_step((x, y), step=3)
+    (_, _, s_clean), (_, _, s_adv) = [c for c in calls if c[0]]
+    x_adv = t_adv.inputs[0]
+    z_org = 0.2 * (x.flatten(1) - 0.5) @ t_clean.w
+    z_adv = 0.2 * (x_adv.flatten(1) - 0.5) @ t_adv.w
+    rows = torch.arange(len(y))
+    c_adv, c_org = z_adv[rows, y] / 100, z_org[rows, y] / 100  # cosine = logit / scale, at the true class
+    t = 2.0
+    kl_clean = kl(z_org / t, s_clean.detach() / t) * t * t
+    kl_adv = kl(z_adv / t, s_adv.detach() / t) * t * t
+    cm = kl(s_clean.detach(), s_adv.detach()).mean()
+    expected = (50 * c_adv * kl_adv + 5 * c_org * kl_clean).mean() / 4 + 0.7 * cm  # C = 4 classes
+    assert float(terms["loss"].detach()) == pytest.approx(float(expected), rel=1e-5)

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from mmt_ard.distill import STRATEGIES, DistillLogits, StrategyConfig, build_strategy, kd_kl
+from mmt_ard.errors import ConfigError
 from mmt_ard.distill.strategies import AdaptiveNormOptions, ConfidenceOptions, StaticOptions
 
 # two samples, three classes
@@ -101,9 +102,27 @@ def test_adaptive_norm_moves_weight_to_the_slower_path_and_keeps_state():
 
 @pytest.mark.parametrize("name", STRATEGIES.names())
 def test_every_strategy_gives_a_finite_differentiable_loss(name):
-    z = logits()
+    z = logits(labels=torch.tensor([0, 1]))
     z.student_clean.requires_grad_(True)
     z.student_adv.requires_grad_(True)
     out = build_strategy(StrategyConfig(name=name))(z)
     out["loss_kd"].backward()
     assert torch.isfinite(out["loss_kd"]) and z.student_adv.grad is not None
+
+
+def test_released_code_weights_each_teacher_by_its_true_class_cosine_over_batch_and_classes():
+    y = [1, 2]  # not the teachers' argmax for sample 0: using the predicted class would differ
+    scale = 4.0
+    z = logits(labels=torch.tensor(y), teacher_scale=scale, lambda_adv=7.0, lambda_org=9.0)  # lambdas play no part
+    out = build_strategy(StrategyConfig(name="released-code"))(z)
+    total = 0.0
+    for i in range(2):
+        c_adv, c_org = T_ADV[i][y[i]] / scale, T_CLEAN[i][y[i]] / scale  # each teacher's own cosine
+        p_adv, q_adv = softmax(T_ADV[i]), softmax(S_ADV[i])
+        p_org, q_org = softmax(T_CLEAN[i]), softmax(S_CLEAN[i])
+        for c in range(3):  # element-wise KL terms, averaged over batch and classes
+            total += 50 * c_adv * p_adv[c] * (math.log(p_adv[c]) - math.log(q_adv[c]))
+            total += 5 * c_org * p_org[c] * (math.log(p_org[c]) - math.log(q_org[c]))
+    assert out["loss_kd"].item() == pytest.approx(total / (2 * 3), rel=1e-6)
+    with pytest.raises(ConfigError, match="true class"):
+        build_strategy(StrategyConfig(name="released-code"))(logits())

@@ -17,8 +17,7 @@ Anything else (other strategies, objectives, norms, momentum, no random start) i
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -30,6 +29,7 @@ from mmt_ard.distill.task import InnerAttackConfig, LossConfig
 from mmt_ard.distributed import skip_to_rank
 from mmt_ard.errors import ConfigError
 from mmt_ard.models.clip import ZeroShotClassifier
+from mmt_ard.models.frozen import eval_mode
 from mmt_ard.training.batches import step_generator
 from mmt_ard.training.timing import NO_SECTIONS, Sections
 
@@ -65,17 +65,6 @@ def kl_rows(p_logits: torch.Tensor, q_logits: torch.Tensor, t: float = 1.0) -> t
     log_p = F.log_softmax(p_logits.float() / t, dim=-1)
     log_q = F.log_softmax(q_logits.float() / t, dim=-1)
     return (log_p.exp() * (log_p - log_q)).sum(dim=-1)
-
-
-@contextmanager
-def _eval(model: nn.Module) -> Iterator[None]:
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, mode in modes:
-            m.training = mode
 
 
 class ReferenceStep:
@@ -132,7 +121,7 @@ class ReferenceStep:
         u = torch.rand(x.shape, generator=gen, device="cpu").to(x.device)  # uniform in [-eps, eps]
         delta = (2 * u - 1) * cfg.eps
         delta = ((x + delta).clamp(0, 1) - x).detach()
-        with _eval(self.student):
+        with eval_mode(self.student):
             objective = self._objective(x, teacher_clean_logits)
             for _ in range(cfg.steps):
                 delta.requires_grad_(True)

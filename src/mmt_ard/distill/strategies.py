@@ -14,7 +14,7 @@ always detached. A stateful strategy (``adaptive-norm``) saves its state with th
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -37,6 +37,8 @@ class DistillLogits:
     lambda_adv: float = 3.0
     lambda_org: float = 0.5
     lr_scale: float = 1.0  # current LR / base LR, for strategies whose step size decays with it
+    labels: torch.Tensor | None = None  # (B,) true classes, for strategies that use them (released-code)
+    teacher_scale: float = 100.0  # logit scale s of the teachers: z = s * <f(x), W_c>
 
 
 def kd_kl(teacher_logits: torch.Tensor, student_logits: torch.Tensor, t: float) -> torch.Tensor:
@@ -73,6 +75,14 @@ class AdaptiveNormOptions:
 
 
 @dataclass
+class ReleasedCodeOptions:
+    """The released code's constants: ``adv * c_adv * KL_adv + clean * c_org * KL_clean``, over classes."""
+
+    adv: float = 50.0
+    clean: float = 5.0
+
+
+@dataclass
 class StrategyConfig:
     """``name`` picks the strategy; each strategy reads only its own options section."""
 
@@ -80,6 +90,7 @@ class StrategyConfig:
     confidence: ConfidenceOptions = field(default_factory=ConfidenceOptions)
     static: StaticOptions = field(default_factory=StaticOptions)
     adaptive_norm: AdaptiveNormOptions = field(default_factory=AdaptiveNormOptions)
+    released_code: ReleasedCodeOptions = field(default_factory=ReleasedCodeOptions)
 
 
 class WeightingStrategy(ABC):
@@ -202,7 +213,39 @@ class AdaptiveNorm(WeightingStrategy):
         self.initial = tuple(state["initial"]) if state["initial"] is not None else None  # type: ignore[assignment]
 
 
-OPTION_SECTIONS = {"confidence": "confidence", "static": "static", "adaptive-norm": "adaptive_norm"}
+@STRATEGIES.register("released-code")
+class ReleasedCode(WeightingStrategy):
+    """What the authors' released code does instead of DIW (METHOD.md 3.1, itsnotacie/MMT-ARD).
+
+    Per sample, ``c`` is the cosine between a teacher's normalized image embedding and its own text
+    embedding of the *true* class (``z_T[i, y_i] / s``): the adversarial teacher's on x', the clean
+    teacher's on x. The element-wise KL terms are averaged over batch and classes, which is the
+    per-sample KL divided by C::
+
+        L_kd = mean_i [ adv * c_adv_i * KL_adv_i + clean * c_org_i * KL_clean_i ] / C
+
+    with ``adv = 50``, ``clean = 5``. ``loss.lambda_*`` and the sigmoid of DIW play no part.
+    """
+
+    def __init__(self, cfg: StrategyConfig) -> None:
+        self.adv = cfg.released_code.adv
+        self.clean = cfg.released_code.clean
+
+    def weights(self, z, l_clean, l_adv):  # type: ignore[no-untyped-def]
+        if z.labels is None:
+            raise ConfigError("the released-code strategy needs each sample's true class; pass labels")
+        labels = z.labels.view(-1, 1)
+        c_adv = z.teacher_adv.detach().float().gather(1, labels).squeeze(1) / z.teacher_scale
+        c_org = z.teacher_clean.detach().float().gather(1, labels).squeeze(1) / z.teacher_scale
+        classes = z.teacher_adv.shape[-1]
+        return self.adv * c_adv / classes, self.clean * c_org / classes
+
+    def __call__(self, z: DistillLogits) -> dict[str, torch.Tensor]:
+        return super().__call__(replace(z, lambda_adv=1.0, lambda_org=1.0))  # the constants live in the weights
+
+
+OPTION_SECTIONS = {"confidence": "confidence", "static": "static", "adaptive-norm": "adaptive_norm",
+                   "released-code": "released_code"}
 
 
 def check_strategy_options(cfg: StrategyConfig) -> None:

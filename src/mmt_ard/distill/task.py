@@ -133,6 +133,7 @@ class DistillationTask(nn.Module):
         self.fast = fast or FastPathConfig()
         self.clean_cache = clean_cache  # None: the clean teacher runs every step
         self.timer: Sections = NO_SECTIONS
+        self.teacher_scale = float(getattr(teacher_adv, "scale", 100.0))  # z = s * cosine (released-code)
         towers = [m.clip.visual for m in (student, teacher_clean, teacher_adv) if hasattr(m, "clip")]
         if self.fast.channels_last:
             for visual in towers:
@@ -195,7 +196,7 @@ class DistillationTask(nn.Module):
             s_clean, s_adv = self.student_views(x, x_adv)  # (B, C) each
             cfg = self.loss_cfg
             logits = DistillLogits(s_clean, s_adv, t_clean, t_adv, cfg.temperature, cfg.lambda_adv, cfg.lambda_org,
-                                   lr_scale=self.lr_scale(step))
+                                   lr_scale=self.lr_scale(step), labels=y, teacher_scale=self.teacher_scale)
             terms = self.strategy(logits)
             cm = kl_logits(s_clean.detach(), s_adv).mean()
             terms["loss_cm"] = cm
