@@ -4,7 +4,15 @@ import json
 import logging
 import time
 
+from mmt_ard.cli.demo import DemoPlan
 from mmt_ard.cli.main import main
+
+
+def smoke_plan(device: str = "auto") -> DemoPlan:
+    """``--quick`` made smaller still: the test checks the plumbing, not the numbers."""
+    return DemoPlan(pretrain_teacher_steps=20, pretrain_student_steps=20, pretrain_batch=32, clean_steps=10,
+                    adv_steps=10, distill_steps=8, distill_batch=16, inner_steps=1, eval_limit=64, eval_steps=2,
+                    device=device, caption_n=1000, train_n=500, aa_iterations=2, aa_targets=1, sanity_samples=8)
 
 MODELS = {
     "teachers/clean", "teachers/adversarial", "vit-s/original", "vit-s/baseline", "vit-s/mmt-ard",
@@ -12,7 +20,8 @@ MODELS = {
 }
 
 
-def test_quick_demo_end_to_end_and_reuse(tmp_path, capsys, caplog):
+def test_quick_demo_end_to_end_and_reuse(tmp_path, capsys, caplog, monkeypatch):
+    monkeypatch.setattr(DemoPlan, "quick", staticmethod(smoke_plan))
     t0 = time.perf_counter()
     assert main(["demo", "--quick", "--output", str(tmp_path)]) == 0
     first = time.perf_counter() - t0

@@ -5,9 +5,11 @@ For each student of the configuration, back to back on the same machine:
 1. the matrix-multiply ceiling in float32 and bf16 (once per run, :mod:`mmt_ard.bench.matmul`);
 2. the same-loss check: the optimized step (warm clean-logit cache, fused views) and the
    reference step on the same models, batch and step in float32 must give the same loss;
-3. the reference step timed (float32: the authors' algorithm has no other precision);
-4. the optimized step timed in each precision asked for, and in float32 (and bf16 where it is
-   native) once more with each fast-path switch turned off alone, to show what each one buys.
+3. the reference step (float32: the authors' algorithm has no other precision), the optimized
+   step in each precision asked for, and in float32 (and bf16 where it is native) the optimized
+   step once more with each fast-path switch turned off alone, to show what each one buys. All of
+   these are timed in turn, one step of each per round, so that a machine whose speed drifts
+   (shared cores, clock changes) slows every variant alike and the ratios stay fair.
 
 bf16 runs where the device has native bf16, or for small models (where emulation is merely
 slow); for large models without native bf16 it is skipped with the reason, unless ``force_bf16``.
@@ -26,9 +28,11 @@ import torch
 from mmt_ard.bench.matmul import matmul_rate
 from mmt_ard.bench.reference import unsupported
 from mmt_ard.bench.report import machine_info
-from mmt_ard.bench.step import BenchModels, Measurement, RandomImages, build_reference, build_task, loss_check, measure
+from mmt_ard.bench.step import (
+    BenchModels, Measurement, RandomImages, Timed, build_reference, build_task, loss_check, measure_interleaved,
+)
 from mmt_ard.distill.fast import FastPathConfig
-from mmt_ard.distill.task import InnerAttackConfig, LossConfig
+from mmt_ard.distill.task import DistillationTask, InnerAttackConfig, LossConfig
 from mmt_ard.errors import ConfigError
 from mmt_ard.io import code_version
 from mmt_ard.models import arch_config
@@ -149,38 +153,62 @@ class _Runner:
     def _json(self, m: Measurement) -> dict[str, Any]:
         return m.to_json(self.matmul[m.precision]["ceiling_gflops"])
 
-    def _measure_task(self, models: BenchModels, precision: str, fast: FastPathConfig, name: str) -> dict[str, Any]:
+    def _timed_task(self, models: BenchModels, precision: str, fast: FastPathConfig, name: str) -> Timed:
         task = build_task(models, self.attack, self.loss, precision, fast, self.data, self.cache_root, self.cfg.seed)
-        m = measure(task, self.data, self.device, precision, self.cfg.warmup, self.cfg.steps, name)
+        return Timed(task, self.data, self.device, precision, name, self.cfg.steps + self.cfg.warmup + 1)
+
+    def _task_json(self, timed: Timed, m: Measurement) -> dict[str, Any]:
         out = self._json(m)
+        task = timed.stepper
+        assert isinstance(task, DistillationTask)
         out["fast"] = asdict(replace(task.fast, cache_dir=""))
         if task.clean_cache is not None:
             out["cache_hit_rate"] = task.clean_cache.hit_rate
         return out
 
+    def _variants(self, models: BenchModels, precision: str, fast: FastPathConfig) -> list[tuple[str, Timed]]:
+        """The optimized step, then each fast-path switch off alone (native precisions only)."""
+        out = [("optimized", self._timed_task(models, precision, fast, "optimized"))]
+        if precision == "bf16" and not bf16_native(self.device):
+            return out
+        for switch in self.cfg.switches:
+            if switch == "channels_last" and not models.convolutional():
+                continue  # a no-op without convolutional towers
+            off = replace(fast, **{SWITCHES[switch]: False})
+            out.append((switch, self._timed_task(models, precision, off, f"no-{switch}")))
+        return out
+
     def run(self, student: str) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+        """Every step of this student, timed in turn one step each (see :func:`measure_interleaved`)."""
         cfg, preset = self.cfg, self.preset
         log.info("bench: teachers %s, student %s, batch %d", preset.teacher, student, preset.batch)
         models = BenchModels.build(preset.teacher, student, preset.classes, self.device, cfg.seed)
         fast = FastPathConfig(compile=cfg.compile)
-        reference, check, layout_check, ref_reason = None, None, None, None
+        check, layout_check, ref_reason = None, None, None
+        timeds: list[Timed] = []
         problems = unsupported(self.attack, self.loss)
         if problems:
             ref_reason = "the reference step does not implement " + "; ".join(problems)
         else:
             check, layout_check = self._loss_checks(models, fast)
             ref_step = build_reference(models, self.attack, self.loss, cfg.seed)
-            reference = self._json(measure(ref_step, self.data, self.device, "fp32", cfg.warmup, cfg.steps,
-                                           "reference"))
-        configs, skipped = [], []
+            timeds.append(Timed(ref_step, self.data, self.device, "fp32", "reference", cfg.steps + cfg.warmup + 1))
+        skipped, variants = [], {}
         bf16_reason = bf16_skip_reason(cfg, self.device, models)
         for precision in cfg.precisions():
             if precision == "bf16" and bf16_reason:
                 skipped.append({"student": student, "precision": "bf16", "reason": bf16_reason})
                 continue
+            variants[precision] = self._variants(models, precision, fast)
+            timeds += [t for _, t in variants[precision]]
+        results = dict(zip(map(id, timeds), measure_interleaved(timeds, cfg.warmup, cfg.steps), strict=True))
+        reference = self._json(results[id(timeds[0])]) if check is not None else None
+        configs = []
+        for precision, steps in variants.items():
+            (_, best), *offs = steps
+            optimized = self._task_json(best, results[id(best)])
             row = {"teacher": preset.teacher, "student": student, "precision": precision, "batch": preset.batch,
                    "inner_steps": preset.inner_steps, "classes": preset.classes, "image_size": preset.image_size}
-            optimized = self._measure_task(models, precision, fast, "optimized")
             row.update({k: optimized[k] for k in ("images_per_s", "split_s", "flops_per_image", "achieved_gflops",
                                                   "matmul_fraction", "peak_memory_mb", "memory_growth_mb")})
             row["optimized"] = optimized
@@ -190,7 +218,11 @@ class _Runner:
             row["reference_unavailable"] = ref_reason
             row["loss_check"] = check  # float32, whatever this row's precision
             row["loss_check_channels_last"] = layout_check
-            row["switches"] = self._switches(models, precision, fast, optimized)
+            row["switches"] = {}
+            for switch, timed in offs:
+                m = self._task_json(timed, results[id(timed)])
+                m["optimized_speedup"] = optimized["images_per_s"] / m["images_per_s"]
+                row["switches"][switch] = m
             configs.append(row)
         return configs, skipped
 
@@ -208,20 +240,6 @@ class _Runner:
 
         gate = check(replace(fast, channels_last=False))
         return gate, (check(fast) if models.convolutional() and fast.channels_last else None)
-
-    def _switches(self, models: BenchModels, precision: str, fast: FastPathConfig,
-                  optimized: dict[str, Any]) -> dict[str, Any]:
-        """The optimized step with each fast-path switch off alone (native precisions only)."""
-        if precision == "bf16" and not bf16_native(self.device):
-            return {}
-        out: dict[str, Any] = {}
-        for switch in self.cfg.switches:
-            if switch == "channels_last" and not models.convolutional():
-                continue  # a no-op without convolutional towers
-            m = self._measure_task(models, precision, replace(fast, **{SWITCHES[switch]: False}), f"no-{switch}")
-            m["optimized_speedup"] = optimized["images_per_s"] / m["images_per_s"]
-            out[switch] = m
-        return out
 
 
 def run_bench(cfg: BenchConfig) -> dict[str, Any]:

@@ -163,50 +163,81 @@ class Measurement:
         }
 
 
+class Timed:
+    """A stepper with its own optimizer and timer, timed one step at a time.
+
+    Several of them can be measured in turn, one step each (:func:`measure_interleaved`), so that a
+    machine whose speed drifts (shared cores, frequency changes) slows every variant alike.
+    """
+
+    def __init__(self, stepper: Stepper, data: RandomImages, device: torch.device, precision: str, name: str,
+                 total_steps: int, grad_clip: float = 1.0) -> None:
+        self.stepper, self.data, self.device, self.precision, self.name = stepper, data, device, precision, name
+        named = stepper.named_trainable_parameters()
+        self.params = [p for _, p in named]
+        self.grad_clip = grad_clip
+        self.opt, self.sched = build_optimizer(named, OptimConfig(steps=total_steps, batch_size=data.batch_size,
+                                                                  lr=1e-5, warmup=0.0, grad_clip=grad_clip))
+        self.timer = Sections(device)
+        stepper.timer = self.timer
+        self.memory = MemoryTrace(device)
+        self.times: list[float] = []
+        self.flops = 0
+        self.loss = torch.zeros(())
+
+    def step(self, step: int) -> float:
+        """One whole training step (data, forward, backward, optimizer); its wall time in seconds."""
+        timer = self.timer
+        _sync(self.device)
+        t0 = time.perf_counter()
+        with timer("data"):
+            batch = self.data(step)
+        self.stepper.train()
+        with _autocast(self.device, self.precision):
+            loss = self.stepper.training_step(batch, step)["loss"]
+        with timer("student_backward"):
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+        with timer("optimizer"):
+            if self.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
+            self.opt.step()
+            self.sched.step()
+        _sync(self.device)
+        self.loss = loss.detach()
+        return time.perf_counter() - t0
+
+    def timed_step(self, step: int) -> None:
+        self.memory.before_step()
+        self.times.append(self.step(step))
+        self.memory.after_step()
+
+    def result(self) -> Measurement:
+        sections = {k: v / max(len(self.times), 1) for k, v in self.timer.totals.items()}
+        return Measurement(self.name, self.precision, self.data.batch_size, self.times, sections, self.flops,
+                           self.memory.to_json(), float(self.loss))
+
+
+def measure_interleaved(timeds: list[Timed], warmup: int, steps: int) -> list[Measurement]:
+    """For each: one FLOP-counted step and ``warmup`` untimed steps; then ``steps`` rounds of one timed step each."""
+    for t in timeds:
+        t.flops = count_flops(lambda t=t: t.step(0))
+        for step in range(1, warmup + 1):
+            t.step(step)
+        t.timer.reset()
+    for step in range(warmup + 1, warmup + 1 + steps):
+        for t in timeds:
+            t.timed_step(step)
+    return [t.result() for t in timeds]
+
+
 def measure(
     stepper: Stepper, data: RandomImages, device: torch.device, precision: str, warmup: int, steps: int, name: str,
     grad_clip: float = 1.0,
 ) -> Measurement:
     """One FLOP-counted step, ``warmup`` untimed steps, then ``steps`` timed steps of ``stepper``."""
-    named = stepper.named_trainable_parameters()
-    params = [p for _, p in named]
-    opt, sched = build_optimizer(named, OptimConfig(steps=steps + warmup + 1, batch_size=data.batch_size, lr=1e-5,
-                                                    warmup=0.0, grad_clip=grad_clip))
-    timer = Sections(device)
-    stepper.timer = timer
-
-    def one(step: int) -> tuple[float, torch.Tensor]:
-        _sync(device)
-        t0 = time.perf_counter()
-        with timer("data"):
-            batch = data(step)
-        stepper.train()
-        with _autocast(device, precision):
-            loss = stepper.training_step(batch, step)["loss"]
-        with timer("student_backward"):
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-        with timer("optimizer"):
-            if grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(params, grad_clip)
-            opt.step()
-            sched.step()
-        _sync(device)
-        return time.perf_counter() - t0, loss.detach()
-
-    flops = count_flops(lambda: one(0))
-    for step in range(1, warmup + 1):
-        one(step)
-    timer.reset()
-    memory = MemoryTrace(device)
-    times, loss = [], torch.zeros(())
-    for step in range(warmup + 1, warmup + 1 + steps):
-        memory.before_step()
-        dt, loss = one(step)
-        memory.after_step()
-        times.append(dt)
-    sections = {k: v / max(steps, 1) for k, v in timer.totals.items()}
-    return Measurement(name, precision, data.batch_size, times, sections, flops, memory.to_json(), float(loss))
+    timed = Timed(stepper, data, device, precision, name, steps + warmup + 1, grad_clip)
+    return measure_interleaved([timed], warmup, steps)[0]
 
 
 def prime_cache(task: DistillationTask, data: RandomImages, precision: str) -> None:
