@@ -1,6 +1,6 @@
 """The paper presets themselves, end to end, with the real architectures on a CPU (nothing downloaded).
 
-``paper-vit-b32`` and ``paper-rn50`` run as shipped except for paths, steps and batch size (and a
+``paper-vit-b32`` and ``paper-rn50`` run as shipped except for paths, steps, inner-attack steps and batch size (and a
 small class list, so that zero-shot heads need 3 classes, not ImageNet's 1000 x 80 prompts): random
 ViT-L-14 / ViT-B-32 / RN50 weights saved here stand in for the checkpoints, on a tiny ImageFolder
 tree of 224-px JPEGs. One ViT-L-14 file serves both teachers. The students are then evaluated
@@ -66,7 +66,8 @@ def test_paper_presets_train_and_evaluate_with_real_architectures(standins, monk
     monkeypatch.setenv("ADV_TEACHER", str(standins["vitl14"]))  # a whole CLIP: its vision tower is used
     common = ["optim.batch_size=2", f"teacher_adv.pretrained={standins['vitl14']}",
               f"data={spec(imagenet, 'train')}", f"eval.dataset={spec(imagenet, 'holdout')}",
-              "loop.data.workers=1", "eval.workers=1", "eval.limit=2", "eval.steps=1"]
+              "loop.data.workers=1", "eval.workers=1", "eval.limit=2", "eval.steps=1",
+              "attack.steps=2"]  # the preset's 10-step inner attack is the same loop, 5x the time
     # the ViT-B-32 student 2 steps, the RN50 student 1 (its teachers are the same models: time is saved there)
     for preset, student, steps in (("paper-vit-b32", "vitb32", 2), ("paper-rn50", "rn50", 1)):
         out = tmp_path / preset
