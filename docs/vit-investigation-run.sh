@@ -1,6 +1,6 @@
 #!/bin/bash
 # usage: run.sh NAME STUDENT(vit|rn|lora) [overrides...]
-cd /work/main
+cd "$(dirname "$0")/.."  # the repository root
 NAME=$1; KIND=$2; shift 2
 case $KIND in
   vit) S="student.arch=mmt-vit-s student.pretrained=runs/demo-new/pretrain-vit-s/model";;
