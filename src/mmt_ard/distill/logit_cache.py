@@ -28,6 +28,7 @@ import torch
 from mmt_ard import distributed
 from mmt_ard.io import atomic_write_text
 from mmt_ard.models.clip import ZeroShotClassifier
+from mmt_ard.models.zeroshot import update_with_tensors
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +40,7 @@ def teacher_digest(teacher: ZeroShotClassifier) -> str:
     h = hashlib.sha256(f"{FORMAT}|{teacher.clip.arch}|{teacher.clip.image_size}|{teacher.scale}".encode())
     tensors = {f"model.{k}": v for k, v in teacher.clip.model.state_dict().items()}
     tensors.update(head=teacher.head, mean=teacher.clip.mean, std=teacher.clip.std)
-    for name, tensor in sorted(tensors.items()):
-        h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    update_with_tensors(h, tensors)
     return h.hexdigest()
 
 

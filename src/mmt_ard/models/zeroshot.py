@@ -26,14 +26,17 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("MMT_ARD_CACHE", Path.home() / ".cache" / "mmt_ard"))
 
 
+def update_with_tensors(h: "hashlib._Hash", tensors: dict[str, torch.Tensor]) -> None:
+    """Feed every ``name`` and the raw bytes of its tensor to ``h``, in name order."""
+    for name, tensor in sorted(tensors.items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+
+
 def text_tower_digest(clip: PixelCLIP) -> str:
     """A hash of every non-vision weight: the identity of the model's text side."""
     h = hashlib.sha256(clip.arch.encode())
-    for name, tensor in sorted(clip.model.state_dict().items()):
-        if name.startswith("visual."):
-            continue
-        h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    update_with_tensors(h, {k: v for k, v in clip.model.state_dict().items() if not k.startswith("visual.")})
     return h.hexdigest()[:24]
 
 
