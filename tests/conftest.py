@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
+
+from mmt_ard.experiments.world import DemoPlan
 
 from mmt_ard.models import ModelSpec, PixelCLIP, TextHeadCache, ZeroShotClassifier, load_clip
 
@@ -31,3 +35,17 @@ def tiny_classifier(arch: str = "mmt-vit-s", seed: int = 0, classes: list[str] |
 @pytest.fixture
 def images() -> torch.Tensor:
     return torch.rand(6, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+
+
+def smoke_plan(device: str = "auto") -> DemoPlan:
+    """``--quick`` made smaller still: the tests check the plumbing, not the numbers."""
+    return DemoPlan(pretrain_teacher_steps=20, pretrain_student_steps=20, pretrain_batch=32, clean_steps=10,
+                    adv_steps=10, distill_steps=6, distill_batch=16, inner_steps=1, eval_limit=48, eval_steps=2,
+                    device=device, caption_n=1000, train_n=300, aa_iterations=2, aa_targets=1, sanity_samples=8)
+
+
+@pytest.fixture(scope="session")
+def smoke_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One folder for the smoke-sized built-in world: the demo test and the experiments test share its
+    pretraining and teacher stages (whichever runs first builds them, the other reuses them)."""
+    return tmp_path_factory.mktemp("smoke-world")

@@ -6,13 +6,8 @@ import time
 
 from mmt_ard.cli.demo import DemoPlan
 from mmt_ard.cli.main import main
+from .conftest import smoke_plan
 
-
-def smoke_plan(device: str = "auto") -> DemoPlan:
-    """``--quick`` made smaller still: the test checks the plumbing, not the numbers."""
-    return DemoPlan(pretrain_teacher_steps=20, pretrain_student_steps=20, pretrain_batch=32, clean_steps=10,
-                    adv_steps=10, distill_steps=8, distill_batch=16, inner_steps=1, eval_limit=64, eval_steps=2,
-                    device=device, caption_n=1000, train_n=500, aa_iterations=2, aa_targets=1, sanity_samples=8)
 
 MODELS = {
     "teachers/clean", "teachers/adversarial", "vit-s/original", "vit-s/baseline", "vit-s/mmt-ard",
@@ -20,7 +15,8 @@ MODELS = {
 }
 
 
-def test_quick_demo_end_to_end_and_reuse(tmp_path, capsys, caplog, monkeypatch):
+def test_quick_demo_end_to_end_and_reuse(smoke_world, capsys, caplog, monkeypatch):
+    tmp_path = smoke_world  # the world stages are shared with the experiments test
     monkeypatch.setattr(DemoPlan, "quick", staticmethod(smoke_plan))
     t0 = time.perf_counter()
     assert main(["demo", "--quick", "--output", str(tmp_path)]) == 0
@@ -36,12 +32,14 @@ def test_quick_demo_end_to_end_and_reuse(tmp_path, capsys, caplog, monkeypatch):
     for res in results.values():
         assert res["attack"] == "pgd+autoattack" and all(f["ok"] in (True, False) for f in res["sanity"].values())
     assert (tmp_path / "curves.png").stat().st_size > 10_000
+    assert "report/report.html" in report and (tmp_path / "report" / "report.html").stat().st_size > 10_000
     assert str(tmp_path / "report.md") in capsys.readouterr().out
     for stage in ("distill-vit-s-confidence", "distill-vit-s-lora-confidence", "teacher-adv"):
         assert (tmp_path / stage / "summary.json").is_file()
     assert (tmp_path / "distill-vit-s-lora-confidence" / "adapters" / "adapter_config.json").is_file()
 
     caplog.set_level(logging.INFO, logger="mmt_ard")
+    caplog.clear()  # the first run may have reused the world stages the experiments test built
     t0 = time.perf_counter()
     assert main(["demo", "--quick", "--output", str(tmp_path)]) == 0
     second = time.perf_counter() - t0

@@ -126,3 +126,18 @@ def test_released_code_weights_each_teacher_by_its_true_class_cosine_over_batch_
     assert out["loss_kd"].item() == pytest.approx(total / (2 * 3), rel=1e-6)
     with pytest.raises(ConfigError, match="true class"):
         build_strategy(StrategyConfig(name="released-code"))(logits())
+
+
+def test_the_spread_of_the_per_sample_weights_is_logged():
+    """w_adv_q10 / w_adv_q90 are the batch's 10th / 90th percentiles of the DIW weights
+    (mutation caught: quantiles of w_clean, or of the mean)."""
+    torch.manual_seed(0)
+    b, c = 50, 6
+    z = DistillLogits(*(torch.randn(b, c) * 3 for _ in range(4)), lambda_adv=3.0, lambda_org=0.5, temperature=1.0)
+    out = build_strategy(StrategyConfig(name="confidence"))(z)
+    conf_adv = torch.softmax(z.teacher_adv, -1).max(-1).values
+    conf_org = torch.softmax(z.teacher_clean, -1).max(-1).values
+    w = torch.sigmoid(5.0 * (conf_adv / (conf_org + 1e-5) - 1.0))
+    assert out["w_adv_q10"].item() == pytest.approx(torch.quantile(w, 0.1).item(), rel=1e-5)
+    assert out["w_adv_q90"].item() == pytest.approx(torch.quantile(w, 0.9).item(), rel=1e-5)
+    assert out["w_adv_q10"] < out["w_adv"] < out["w_adv_q90"]

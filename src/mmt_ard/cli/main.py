@@ -1,4 +1,4 @@
-"""``mmt-ard``: pretrain, finetune, distill, evaluate, export, demo, bench, list.
+"""``mmt-ard``: pretrain, finetune, distill, evaluate, export, demo, bench, experiment, report, list.
 
 Every training command takes ``--config PRESET``, ``--output DIR`` and ``key.path=value``
 overrides, and saves the resolved config beside its run. Bad input exits with code 2 and a
@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from mmt_ard.cli import bench as bench_cli
+from mmt_ard.cli import experiment as experiment_cli
+from mmt_ard.cli import gather as report_cli
 from mmt_ard.cli.common import add_run_args, build_config, print_summary, setup_logging
 from mmt_ard.errors import UserError
 
@@ -180,6 +182,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="time the distillation step vs the reference step -> bench.json + bench.md")
     bench_cli.add_bench_args(p)
     p.set_defaults(fn=bench_cli.run)
+
+    p = sub.add_parser("experiment", help="the paper's tables and figures as commands (--list shows them)")
+    experiment_cli.add_experiment_args(p)
+    p.set_defaults(fn=experiment_cli.run_experiment_command)
+
+    p = sub.add_parser("report", help="one self-contained report.html (+ report.md) from result folders")
+    report_cli.add_report_args(p)
+    p.set_defaults(fn=report_cli.run_report)
 
     p = sub.add_parser("list", help="architectures, datasets, strategies, methods, attacks, export formats, presets")
     p.set_defaults(fn=_list)

@@ -50,7 +50,8 @@ def plot_curves(out: Path, stages: list[Any], target: Path) -> None:
 
 
 def write_report(
-    out: Path, results: dict[str, Any], plan: Any, eval_cfg: EvalConfig, seconds: dict[str, float], quick: bool
+    out: Path, results: dict[str, Any], plan: Any, eval_cfg: EvalConfig, seconds: dict[str, float], quick: bool,
+    html: Path | None = None,
 ) -> Path:
     """``report.md``: students in the paper's Table-1 layout, then teachers, then timings."""
     env = environment()
@@ -92,7 +93,8 @@ def write_report(
         "",
         "Plan: `" + json.dumps(asdict(plan)) + "`",
         "",
-        "Training curves: `curves.png`. Raw numbers: `results.json`.",
+        "Training curves: `curves.png`. Raw numbers: `results.json`."
+        + (f" The same tables with the Figure 1 radar charts on one page: `{html.relative_to(out)}`." if html else ""),
     ]
     path = out / "report.md"
     atomic_write_text(path, "\n".join(lines) + "\n")

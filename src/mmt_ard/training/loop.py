@@ -107,7 +107,8 @@ def train(
     end = min(loop.stop_after, optim.steps) if loop.stop_after > 0 else optim.steps
     stop_reason = "stop_after" if end < optim.steps else None
     bar = tqdm(range(start, end), desc=desc, initial=start, total=optim.steps, disable=None)
-    t_window = time.perf_counter()
+    t_window = t_start = time.perf_counter()
+    val_seconds = 0.0  # validation time, left out of train_seconds
     with StopRequests(loop.max_time) as requests:
         for step in bar:
             task.train()
@@ -137,8 +138,10 @@ def train(
             if validate is not None and loop.eval_every and done % loop.eval_every == 0 and done < optim.steps:
                 t_val = time.perf_counter()
                 val = validate(done)
-                run.metrics.log(done, val, prefix="val")
+                # training seconds so far (this process, validation excluded): the efficiency curves' x axis
+                run.metrics.log(done, {**val, "train_seconds": round(t_val - t_start - val_seconds, 3)}, prefix="val")
                 best.update(done, val, task)
+                val_seconds += time.perf_counter() - t_val
                 t_window += time.perf_counter() - t_val  # throughput counts training time only
             reason = requests.reason()
             # every rank stops together; agreeing on it is a collective, so several processes do it when they log
@@ -153,8 +156,9 @@ def train(
                  stop_reason)
         return {"train": last, "val": val, "stopped_at": end, "reason": stop_reason}
     if validate is not None:
+        t_val = time.perf_counter()
         val = validate(optim.steps)
-        run.metrics.log(optim.steps, val, prefix="val")
+        run.metrics.log(optim.steps, {**val, "train_seconds": round(t_val - t_start - val_seconds, 3)}, prefix="val")
         best.update(optim.steps, val, task)
     selected = best.restore(task, optim.steps)
     if selected:

@@ -1,0 +1,137 @@
+"""Figure 3 / Table 5 (Grad-CAM) and the Section 4 bound, on the Table 1 students."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from mmt_ard.analysis import bound as bound_lib
+from mmt_ard.analysis import gradcam as cam_lib
+from mmt_ard.data import build_dataset
+from mmt_ard.data.pipeline import use_model_preprocess
+from mmt_ard.experiments.base import ABLATION_EPS, BASELINE, MMT_ARD, Context, Result, cells
+from mmt_ard.models import ModelSpec, TextHeadCache, ZeroShotClassifier, default_cache_dir, load_clip
+from mmt_ard.training.loop import resolve_device
+
+TEACHERS = ("teacher-clean", "teacher-adv")
+STUDENTS = ("original", "baseline", "mmt-ard")
+
+
+class _Models:
+    """Zero-shot classifiers on the preset's test set, loaded once each, and the first test images."""
+
+    def __init__(self, ctx: Context, n: int) -> None:
+        self.device = resolve_device(ctx.store.device)
+        self.heads = TextHeadCache(default_cache_dir())
+        self.spec, self.n = ctx.preset.test_eval.dataset, n
+        self._data: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def classifier(self, spec: ModelSpec) -> ZeroShotClassifier:
+        clip = load_clip(spec, self.device).eval()
+        if self._data is None:  # the first model's preprocessing (all models of a preset share the input size)
+            self.ds = build_dataset(self.spec)
+            self.n = min(self.n, len(self.ds))
+            use_model_preprocess(self.ds, clip)
+            # a seeded random subset: folder data sets are sorted by class
+            pick = torch.randperm(len(self.ds), generator=torch.Generator().manual_seed(0))[: self.n].tolist()
+            pairs = [self.ds[i] for i in sorted(pick)]
+            self._data = (torch.stack([p[0] for p in pairs]).to(self.device),
+                          torch.tensor([int(p[1]) for p in pairs], device=self.device))
+        return ZeroShotClassifier(clip, self.heads.head(clip, self.ds.classnames, self.ds.templates)).to(self.device)
+
+    @property
+    def data(self) -> tuple[torch.Tensor, torch.Tensor]:
+        assert self._data is not None, "load a classifier first"
+        return self._data
+
+
+def _seed_models(ctx: Context, student: str, seed: int) -> dict[str, ModelSpec]:
+    recipe = ctx.preset.recipe(student)
+    runs = {label: ctx.store.distill(f"{student}-{label}", ctx.store.config(recipe, ov, seed))
+            for label, ov in (("baseline", BASELINE), ("mmt-ard", MMT_ARD))}
+    return {"teacher-clean": recipe.teacher_clean, "teacher-adv": recipe.teacher_adv,
+            "original": ctx.preset.original(student), "baseline": runs["baseline"].student,
+            "mmt-ard": runs["mmt-ard"].student}
+
+
+def gradcam(ctx: Context) -> Result:
+    """Grad-CAM maps (true class's zero-shot logit) of both teachers and three students; L2 to each teacher."""
+    res = Result()
+    models = _Models(ctx, ctx.preset.analysis_images)
+    for student in ctx.preset.students:
+        per_seed: dict[str, dict[str, list[float]]] = {s: {t: [] for t in TEACHERS} for s in STUDENTS}
+        for i, seed in enumerate(ctx.seeds):
+            clfs = {name: models.classifier(spec) for name, spec in _seed_models(ctx, student, seed).items()}
+            x, y = models.data
+            gen = torch.Generator(device=x.device).manual_seed(seed)
+            # x' = the MMT-ARD student's adversarial example, as the adversarial teacher sees in training
+            x_adv = cam_lib.adversarial_examples(clfs["mmt-ard"], x, y, eps=ABLATION_EPS, generator=gen)
+            maps = cam_lib.model_maps(clfs, x, y, adv_images=x_adv, on_adversarial=["teacher-adv"])
+            table = cam_lib.l2_table(maps, list(STUDENTS), list(TEACHERS))
+            for s in STUDENTS:
+                for t in TEACHERS:
+                    per_seed[s][t].append(table[s][t])
+            if i == 0:
+                path = ctx.out / f"gradcam-{student}.png"
+                cam_lib.save_grid(x.cpu(), maps, path, y.cpu(), models.ds.classnames)
+                res.figures.append({"id": f"gradcam-{student}", "path": path.name,
+                                    "title": f"Grad-CAM, student {student}, seed {seed} (teacher-adv on x')"})
+        res.tables.append({
+            "id": f"table5-{student}", "title": f"Table 5: L2 distance of Grad-CAM maps, student {student}",
+            "columns": ["student model", *[f"to {t}" for t in TEACHERS]],
+            "rows": [[s, *[cells(per_seed[s][t], per_seed["baseline"][t] if s == "mmt-ard" else None)
+                           for t in TEACHERS]] for s in STUDENTS],
+            "notes": [f"Mean over {models.n} test images of ||map_student - map_teacher||_2 (maps in [0, 255] at the "
+                      f"input size); smaller = closer attention. Mean ± std over {len(ctx.seeds)} seed(s); † on "
+                      "mmt-ard = paired difference to baseline > 2 SE. The adversarial teacher is mapped on x' "
+                      f"(PGD-10 at {ABLATION_EPS * 255:g}/255 against the MMT-ARD student), all others on x."]})
+        closer = [t for t in TEACHERS if _mean(per_seed["mmt-ard"][t]) < _mean(per_seed["baseline"][t])]
+        res.summary.append(f"{student}: the MMT-ARD student's maps are closer than the baseline's to "
+                           f"{', '.join(closer) or 'neither teacher'} (mean L2).")
+        res.data[student] = per_seed
+    return res
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+def bound(ctx: Context) -> Result:
+    """The Section 4 radius per test sample for each MMT-ARD student: its distribution (an estimate)."""
+    res = Result()
+    models = _Models(ctx, ctx.preset.bound_images)
+    rows = []
+    for student in ctx.preset.students:
+        stats: dict[str, list[float]] = {"median": [], "q05": [], "q95": [], "positive": [], "lipschitz": [],
+                                         "delta": [], "avg_margin": []}
+        for i, seed in enumerate(ctx.seeds):
+            specs = _seed_models(ctx, student, seed)
+            s_clf, tc, ta = (models.classifier(specs[k]) for k in ("mmt-ard", "teacher-clean", "teacher-adv"))
+            x, y = models.data
+            recipe = ctx.preset.recipe(student)
+            gen = torch.Generator(device=x.device).manual_seed(seed)
+            x_adv = cam_lib.adversarial_examples(s_clf, x, y, eps=recipe.attack.eps, generator=gen)
+            radii = bound_lib.bound_radii(s_clf, tc, ta, x, y, bound_lib.BoundOptions(strategy=recipe.loss.strategy),
+                                          adv_images=x_adv)
+            summary = bound_lib.summarize(radii)
+            for q in ("median", "q05", "q95"):
+                stats[q].append(summary["quantiles_255"].get(q, float("nan")))
+            stats["positive"].append(100 * summary["fraction_positive"])
+            for k in ("lipschitz", "delta", "avg_margin"):
+                stats[k].append(summary.get(f"mean_{k}", float("nan")))
+            if i == 0:
+                path = ctx.out / f"bound-{student}.png"
+                bound_lib.plot_distribution(radii, path)
+                res.figures.append({"id": f"bound-{student}", "path": path.name,
+                                    "title": f"Section 4 radius, MMT-ARD student {student}, seed {seed} (estimate)"})
+        rows.append([student, *[cells(stats[k]) for k in stats]])
+        res.data[student] = stats
+    res.tables.append({
+        "id": "bound", "title": "Section 4: radius (sum_m w_m gamma_m - 2 Delta) / (2 L_S) of the MMT-ARD students",
+        "columns": ["student", "median radius (1/255)", "5% (1/255)", "95% (1/255)", "% positive", "mean L_S",
+                    "mean Delta", "mean sum w gamma"],
+        "rows": rows,
+        "notes": [f"{models.n} test images; mean ± std over {len(ctx.seeds)} seed(s). " + bound_lib.NOTE + "."]})
+    res.summary.append("The radius is an estimate, not a certificate: " + bound_lib.NOTE + ".")
+    return res

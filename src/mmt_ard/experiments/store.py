@@ -1,0 +1,103 @@
+"""Distillation runs and their evaluations, shared by every experiment of one output folder.
+
+A run is keyed by its whole config (seed included, output excluded): two experiments that need the
+same run (Table 1's MMT-ARD is also Table 2's "weighted") train it once. A finished run folder
+with the same config is reused; an evaluation is cached beside the model it measured, keyed by the
+evaluation config and the weights file's size and mtime.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mmt_ard.config import load_config, to_dict
+from mmt_ard.distill.run import DistillConfig, run_distill
+from mmt_ard.evaluation import EvalConfig, evaluate_model
+from mmt_ard.io import atomic_write_json
+from mmt_ard.models import ModelSpec, TextHeadCache, default_cache_dir, load_clip
+from mmt_ard.models.export import resolve_weights
+from mmt_ard.training.loop import resolve_device
+
+log = logging.getLogger(__name__)
+
+
+def digest(data: Any) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-")[:40]
+
+
+@dataclass
+class Run:
+    """A finished distillation: its folder, config, summary and logged metrics."""
+
+    path: Path
+    cfg: DistillConfig
+    summary: dict[str, Any]
+    seconds: float  # 0 when reused
+
+    @property
+    def student(self) -> ModelSpec:
+        return ModelSpec(self.cfg.student.arch, str(self.path / "student"))
+
+    def metrics(self) -> list[dict[str, Any]]:
+        path = self.path / "metrics.jsonl"
+        return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.is_file() else []
+
+
+@dataclass
+class RunStore:
+    root: Path
+    device: str = "auto"
+    trained: list[str] = field(default_factory=list)  # folders trained (not reused) by this store
+
+    def config(self, recipe: DistillConfig, overrides: dict[str, Any], seed: int) -> DistillConfig:
+        """``recipe`` with dotted-key ``overrides`` (``{"loss.gamma": 0.0}``) and ``loop.seed``."""
+        values = {**overrides, "loop.seed": seed, "output": ""}
+        return load_config(DistillConfig, base=recipe, values=values)
+
+    def distill(self, label: str, cfg: DistillConfig) -> Run:
+        """Train ``cfg`` (or reuse its finished folder) under ``root/runs``; ``label`` is for the log."""
+        key = to_dict(cfg)
+        key.pop("output")
+        name = f"{cfg.student.arch}{'-lora' if cfg.lora.enabled else ''}-{cfg.loss.strategy.name}"
+        folder = self.root / "runs" / f"{_slug(name)}-s{cfg.loop.seed}-{digest(key)}"  # same config, same folder
+        cfg.output = str(folder)
+        summary_file, config_file = folder / "summary.json", folder / "config.yaml"
+        if summary_file.is_file() and config_file.is_file():
+            saved = (yaml.safe_load(config_file.read_text()) or {}).get("config")
+            if saved == to_dict(cfg):
+                return Run(folder, cfg, json.loads(summary_file.read_text()), 0.0)
+        log.info("distill %s (seed %d) -> %s", label, cfg.loop.seed, folder)
+        t0 = time.perf_counter()
+        summary = run_distill(cfg, overwrite=True)
+        self.trained.append(str(folder))
+        return Run(folder, cfg, summary, round(time.perf_counter() - t0, 1))
+
+    def evaluate(self, name: str, spec: ModelSpec, cfg: EvalConfig) -> dict[str, Any]:
+        """``evaluate_model`` of ``spec``, cached beside its weights (keyed by config and weights file)."""
+        weights = resolve_weights(spec.pretrained or "")
+        stat = weights.stat() if weights.is_file() else None
+        key = digest({"eval": to_dict(cfg), "arch": spec.arch, "weights": str(weights), "vision": spec.vision,
+                      "size": stat.st_size if stat else 0, "mtime": stat.st_mtime_ns if stat else 0})
+        folder = weights.parent if weights.is_file() else self.root / "evaluations"
+        cache = folder / f"evaluation-{key}.json"
+        if cache.is_file():
+            return json.loads(cache.read_text())
+        device = resolve_device(self.device)
+        log.info("evaluate %s (%s)", name, spec.pretrained)
+        result = evaluate_model(load_clip(spec, device), cfg, heads=TextHeadCache(default_cache_dir()), name=name,
+                                device=device)
+        atomic_write_json(cache, result)
+        return result
