@@ -157,3 +157,46 @@ def test_every_experiment_runs_end_to_end_on_the_builtin_world(smoke_world, tmp_
     assert rows[1][2]["n"] == 2 and rows[2][3]["n"] == 2
     base = t1["data"]["vit-s"]["baseline"]
     assert rows[1][2]["mean"] == pytest.approx((base[0]["acc"] + base[1]["acc"]) / 2, abs=1e-3)
+
+
+def test_the_paper_preset_checks_every_data_set_before_training(tmp_path):
+    preset = paper_preset(_paper_inputs(tmp_path))  # the folders exist but hold no class folders
+    with pytest.raises(UserError, match="no class subfolders"):
+        preset.prepare()
+
+
+def test_a_world_passed_with_another_config_is_refused_not_retrained(tmp_path):
+    from mmt_ard.experiments.presets import builtin_preset
+
+    stage = tmp_path / "pretrain-teacher"
+    stage.mkdir()
+    (stage / "summary.json").write_text("{}")
+    (stage / "config.yaml").write_text("config: {model: {arch: something-else}}\n")
+    with pytest.raises(UserError, match="left alone"):
+        builtin_preset(tmp_path, smoke_plan(), keep_foreign=True).prepare()
+    assert (stage / "config.yaml").read_text().startswith("config: {model: {arch: something-else}")
+
+
+def test_the_run_store_reuses_by_its_own_key_and_refuses_a_stopped_run(tmp_path, monkeypatch):
+    """config.yaml holds the resolved config (bf16 -> fp32 without native bf16): the store's own key decides."""
+    from mmt_ard.config import to_dict
+    from mmt_ard.distill.run import DistillConfig
+    from mmt_ard.experiments import store as store_mod
+
+    monkeypatch.setattr(store_mod, "run_distill", lambda *a, **k: pytest.fail("retrained a finished run"))
+    s = store_mod.RunStore(tmp_path)
+    cfg = s.config(DistillConfig(), {"loop.precision": "bf16", "loss.gamma": 0.0}, seed=1)
+    assert cfg.loop.seed == 1 and cfg.loss.gamma == 0.0 and cfg.loop.precision == "bf16"
+    key = to_dict(cfg)
+    key.pop("output")
+    name = f"mmt-vit-s-confidence-s1-{store_mod.digest(key)}"
+    folder = tmp_path / "runs" / name
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text("config: {loop: {precision: fp32}}\n")
+    (folder / "experiment-key.json").write_text(json.dumps(key))
+    (folder / "summary.json").write_text(json.dumps({"val": {"acc": 1.0}}))
+    run = s.distill("x", cfg)
+    assert run.path == folder and run.seconds == 0.0 and run.summary["val"]["acc"] == 1.0
+    (folder / "summary.json").write_text(json.dumps({"stopped_at": 3, "reason": "max_time"}))
+    with pytest.raises(UserError, match="stopped at step 3"):
+        s.distill("x", cfg)

@@ -57,7 +57,8 @@ def run_experiment_command(args: argparse.Namespace) -> int:
         if given:
             raise UserError(f"--{given[0].replace('_', '-')} belongs to --preset paper")
         plan = DemoPlan.quick(args.device) if args.quick else DemoPlan(device=args.device)
-        preset = builtin_preset(Path(args.world) if args.world else output / "world", plan)
+        world = Path(args.world) if args.world else output / "world"
+        preset = builtin_preset(world, plan, keep_foreign=bool(args.world))
     if args.students:
         preset = preset.only([s.strip() for s in args.students.split(",") if s.strip()])
     t0 = time.perf_counter()

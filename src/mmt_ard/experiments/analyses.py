@@ -46,6 +46,14 @@ class _Models:
         return self._data
 
 
+def _adversarial(clf: ZeroShotClassifier, x: torch.Tensor, y: torch.Tensor, eps: float, seed: int,
+                 batch: int = 64) -> torch.Tensor:
+    """PGD-10 examples against ``clf`` in batches (one forward/backward over 1000 224-px images would not fit)."""
+    gen = torch.Generator(device=x.device).manual_seed(seed)
+    return torch.cat([cam_lib.adversarial_examples(clf, x[i:i + batch], y[i:i + batch], eps=eps, generator=gen)
+                      for i in range(0, x.shape[0], batch)])
+
+
 def _seed_models(ctx: Context, student: str, seed: int) -> dict[str, ModelSpec]:
     recipe = ctx.preset.recipe(student)
     runs = {label: ctx.store.distill(f"{student}-{label}", ctx.store.config(recipe, ov, seed))
@@ -64,9 +72,8 @@ def gradcam(ctx: Context) -> Result:
         for i, seed in enumerate(ctx.seeds):
             clfs = {name: models.classifier(spec) for name, spec in _seed_models(ctx, student, seed).items()}
             x, y = models.data
-            gen = torch.Generator(device=x.device).manual_seed(seed)
             # x' = the MMT-ARD student's adversarial example, as the adversarial teacher sees in training
-            x_adv = cam_lib.adversarial_examples(clfs["mmt-ard"], x, y, eps=ABLATION_EPS, generator=gen)
+            x_adv = _adversarial(clfs["mmt-ard"], x, y, ABLATION_EPS, seed)
             maps = cam_lib.model_maps(clfs, x, y, adv_images=x_adv, on_adversarial=["teacher-adv"])
             table = cam_lib.l2_table(maps, list(STUDENTS), list(TEACHERS))
             for s in STUDENTS:
@@ -110,8 +117,7 @@ def bound(ctx: Context) -> Result:
             s_clf, tc, ta = (models.classifier(specs[k]) for k in ("mmt-ard", "teacher-clean", "teacher-adv"))
             x, y = models.data
             recipe = ctx.preset.recipe(student)
-            gen = torch.Generator(device=x.device).manual_seed(seed)
-            x_adv = cam_lib.adversarial_examples(s_clf, x, y, eps=recipe.attack.eps, generator=gen)
+            x_adv = _adversarial(s_clf, x, y, recipe.attack.eps, seed)  # x' for the weights (CE PGD at the training eps)
             radii = bound_lib.bound_radii(s_clf, tc, ta, x, y, bound_lib.BoundOptions(strategy=recipe.loss.strategy),
                                           adv_images=x_adv)
             summary = bound_lib.summarize(radii)
@@ -132,6 +138,8 @@ def bound(ctx: Context) -> Result:
         "columns": ["student", "median radius (1/255)", "5% (1/255)", "95% (1/255)", "% positive", "mean L_S",
                     "mean Delta", "mean sum w gamma"],
         "rows": rows,
-        "notes": [f"{models.n} test images; mean ± std over {len(ctx.seeds)} seed(s). " + bound_lib.NOTE + "."]})
+        "notes": [f"{models.n} test images; mean ± std over {len(ctx.seeds)} seed(s). " + bound_lib.NOTE + ". The "
+                  "weights w_m are the DIW weights of eqs. (3)-(6), with the adversarial teacher's confidence on x' "
+                  "(cross-entropy PGD-10 at the training eps against the student); the lambdas are not in them."]})
     res.summary.append("The radius is an estimate, not a certificate: " + bound_lib.NOTE + ".")
     return res

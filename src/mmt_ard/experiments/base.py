@@ -49,10 +49,13 @@ class Context:
         return [self.store.distill(f"{student}-{label}", self.store.config(recipe, overrides, s)) for s in self.seeds]
 
     def eval_config(self, eps: Sequence[float] | None = None) -> EvalConfig:
+        """The preset's test evaluation; at other ``eps`` (the ablations) without the zero-shot sets,
+        which only Table 1 reports."""
         cfg = self.preset.test_eval
-        return replace(cfg, eps=list(eps)) if eps is not None else replace(cfg)
+        return replace(cfg, eps=list(eps), zero_shot=[], zero_shot_eps=[]) if eps is not None else replace(cfg)
 
     def scores(self, runs: Sequence[Run], eps: Sequence[float] | None = None) -> list[dict[str, float]]:
+        # ``eps=None``: Table 1's full evaluation (every eps, zero-shot)
         """Flat metrics (acc, racc@e, sum-acc@e, clip-zero) of each run's student on the test set."""
         cfg = self.eval_config(eps)
         return [flat_scores(self.store.evaluate(r.path.name, r.student, cfg)) for r in runs]
@@ -114,10 +117,12 @@ def comparison_table(
                       f"difference to {reference} exceeds twice its standard error."]}
 
 
-def verdict(name: str, a: Sequence[float], b: Sequence[float], what: str) -> str:
-    """One sentence on a paired difference of ``what`` between ``name`` and its reference."""
+def verdict(name: str, a: Sequence[float], b: Sequence[float], what: str, paired: bool = True) -> str:
+    """One sentence on the difference of ``what`` between ``name`` and its reference: paired seeds, or
+    (``paired=False``) against one fixed model, where only ``a`` varies."""
     d = paired_difference(a, b)
     if d.n < 2:
         return f"{name}: {what} {d.mean:+.2f} (one seed: no significance claim)."
     word = "significant" if d.significant else "not significant"
-    return f"{name}: {what} {d.mean:+.2f} ± {d.se:.2f} (SE over {d.n} paired seeds), {word}."
+    how = f"SE over {d.n} paired seeds" if paired else f"SE over {d.n} seeds against one fixed model"
+    return f"{name}: {what} {d.mean:+.2f} ± {d.se:.2f} ({how}), {word} at 2 SE."

@@ -18,7 +18,9 @@ from typing import Any
 from mmt_ard.config import from_dict, read_yaml
 from mmt_ard.distill.run import DistillConfig
 from mmt_ard.errors import UserError
+from mmt_ard.data import build_dataset
 from mmt_ard.evaluation import EvalConfig
+from mmt_ard.evaluation.metrics import check_datasets
 from mmt_ard.experiments.world import DEMO_LORA, STUDENTS, DemoPlan, run_stages, student_recipe, world_stages
 from mmt_ard.models import ModelSpec
 
@@ -64,8 +66,9 @@ class Preset:
         return self.students[student].student
 
 
-def builtin_preset(world: Path, plan: DemoPlan) -> Preset:
-    """The built-in world under ``world`` (built on first use, reused after), students as the demo's."""
+def builtin_preset(world: Path, plan: DemoPlan, keep_foreign: bool = False) -> Preset:
+    """The built-in world under ``world`` (built on first use, reused after), students as the demo's.
+    ``keep_foreign``: refuse, rather than retrain, world stages built with another config."""
     students = {key: student_recipe(world, plan, key) for key in STUDENTS}
     if DEMO_LORA:
         students["vit-s-lora"] = student_recipe(world, plan, "vit-s", lora=True)
@@ -75,7 +78,7 @@ def builtin_preset(world: Path, plan: DemoPlan) -> Preset:
     test = replace(plan.eval_config(), attack="pgd", sanity=False)
 
     def prepare() -> None:
-        run_stages(world_stages(world, plan), force=False)
+        run_stages(world_stages(world, plan), force=False, keep_foreign=keep_foreign)
 
     return Preset("builtin", students, "vit-s", test, prepare, analysis_images=8, bound_images=200)
 
@@ -146,5 +149,11 @@ def paper_preset(inputs: PaperInputs) -> Preset:
     if inputs.zero_shot_root:
         root = Path(inputs.zero_shot_root)
         evaluation.zero_shot = [f"clip_benchmark:{n}:root={root / n.replace('/', '_')}" for n in ZERO_SHOT_SUITE]
-    return Preset("paper", students, "vit-b32", evaluation, analysis_images=16, bound_images=1000,
+    def prepare() -> None:
+        """Every data set now (test, zero-shot, holdout, train): a bad folder fails before a 5000-step run."""
+        check_datasets(evaluation)
+        for spec in sorted({s for cfg in students.values() for s in (cfg.data, cfg.eval.dataset)}):
+            build_dataset(spec)
+
+    return Preset("paper", students, "vit-b32", evaluation, prepare, analysis_images=16, bound_images=1000,
                   notes=["paper preset: ImageNet-1k, 5000 steps at batch 512 per run (METHOD.md 7)"])

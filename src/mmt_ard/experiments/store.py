@@ -8,6 +8,7 @@ evaluation config and the weights file's size and mtime.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -21,6 +22,7 @@ import yaml
 
 from mmt_ard.config import load_config, to_dict
 from mmt_ard.distill.run import DistillConfig, run_distill
+from mmt_ard.errors import UserError
 from mmt_ard.evaluation import EvalConfig, evaluate_model
 from mmt_ard.io import atomic_write_json
 from mmt_ard.models import ModelSpec, TextHeadCache, default_cache_dir, load_clip
@@ -74,16 +76,32 @@ class RunStore:
         name = f"{cfg.student.arch}{'-lora' if cfg.lora.enabled else ''}-{cfg.loss.strategy.name}"
         folder = self.root / "runs" / f"{_slug(name)}-s{cfg.loop.seed}-{digest(key)}"  # same config, same folder
         cfg.output = str(folder)
-        summary_file, config_file = folder / "summary.json", folder / "config.yaml"
-        if summary_file.is_file() and config_file.is_file():
-            saved = (yaml.safe_load(config_file.read_text()) or {}).get("config")
-            if saved == to_dict(cfg):
-                return Run(folder, cfg, json.loads(summary_file.read_text()), 0.0)
+        summary_file, key_file = folder / "summary.json", folder / "experiment-key.json"
+        # the store's own record of the requested config: config.yaml holds the resolved one (run_distill
+        # turns loop.precision bf16 into fp32 on devices without native bf16), which never equals the request
+        if summary_file.is_file() and (key_file.is_file() and json.loads(key_file.read_text()) == key
+                                       or self._saved_config(folder) == to_dict(cfg)):
+            return self._finished(folder, cfg, 0.0)
         log.info("distill %s (seed %d) -> %s", label, cfg.loop.seed, folder)
         t0 = time.perf_counter()
-        summary = run_distill(cfg, overwrite=True)
+        run_distill(copy.deepcopy(cfg), overwrite=True)
+        atomic_write_json(key_file, key)
         self.trained.append(str(folder))
-        return Run(folder, cfg, summary, round(time.perf_counter() - t0, 1))
+        return self._finished(folder, cfg, round(time.perf_counter() - t0, 1))
+
+    @staticmethod
+    def _saved_config(folder: Path) -> Any:
+        path = folder / "config.yaml"
+        return (yaml.safe_load(path.read_text()) or {}).get("config") if path.is_file() else None
+
+    @staticmethod
+    def _finished(folder: Path, cfg: DistillConfig, seconds: float) -> Run:
+        summary = json.loads((folder / "summary.json").read_text())
+        if "stopped_at" in summary:
+            raise UserError(f"the run in {folder} stopped at step {summary['stopped_at']} ({summary.get('reason')}); "
+                            f"finish it with mmt-ard distill --config {folder / 'config.yaml'} --output {folder} "
+                            "--resume, then rerun the experiment")
+        return Run(folder, cfg, summary, seconds)
 
     def evaluate(self, name: str, spec: ModelSpec, cfg: EvalConfig) -> dict[str, Any]:
         """``evaluate_model`` of ``spec``, cached beside its weights (keyed by config and weights file)."""

@@ -22,6 +22,7 @@ from mmt_ard.distill.lora import LoraConfig
 from mmt_ard.distill.run import DistillConfig, run_distill
 from mmt_ard.distill.strategies import StrategyConfig
 from mmt_ard.distill.task import InnerAttackConfig, LossConfig
+from mmt_ard.errors import UserError
 from mmt_ard.evaluation import EvalConfig
 from mmt_ard.models import ModelSpec
 from mmt_ard.training.finetune import FinetuneConfig, run_finetune, validation_eval
@@ -165,11 +166,18 @@ def _finished(stage: Stage) -> dict[str, Any] | None:
     return json.loads(summary.read_text())
 
 
-def run_stages(stages: list[Stage], force: bool) -> dict[str, float]:
-    """Run (or reuse) each stage in order; returns seconds spent per stage (0 when reused)."""
+def run_stages(stages: list[Stage], force: bool, keep_foreign: bool = False) -> dict[str, float]:
+    """Run (or reuse) each stage in order; returns seconds spent per stage (0 when reused).
+
+    ``keep_foreign``: a finished stage built with another config is an error instead of being
+    retrained over (a world the user pointed to is theirs)."""
     seconds: dict[str, float] = {}
     for i, stage in enumerate(stages, 1):
         done = None if force else _finished(stage)
+        if done is None and keep_foreign and (Path(stage.cfg.output) / "summary.json").is_file():
+            raise UserError(f"{stage.cfg.output} holds a finished {stage.name} run with another config (other "
+                            "sizes, --quick on one side only, or another --device); it is left alone: pass a "
+                            "--world built with the same settings, or a new folder")
         if done is not None:
             log.info("[%d/%d] %s: reusing the finished run in %s", i, len(stages), stage.name, stage.cfg.output)
             stage.summary, seconds[stage.name] = done, 0.0

@@ -136,6 +136,7 @@ def train(
             if loop.checkpoint_every and done % loop.checkpoint_every == 0:
                 save_training_state(run.checkpoint, done, task, opt, sched)
             if validate is not None and loop.eval_every and done % loop.eval_every == 0 and done < optim.steps:
+                _sync(device)  # queued training work belongs to training time
                 t_val = time.perf_counter()
                 val = validate(done)
                 # training seconds so far (this process, validation excluded): the efficiency curves' x axis
@@ -156,6 +157,7 @@ def train(
                  stop_reason)
         return {"train": last, "val": val, "stopped_at": end, "reason": stop_reason}
     if validate is not None:
+        _sync(device)
         t_val = time.perf_counter()
         val = validate(optim.steps)
         run.metrics.log(optim.steps, {**val, "train_seconds": round(t_val - t_start - val_seconds, 3)}, prefix="val")
@@ -231,6 +233,11 @@ def labeled_batches(
 ) -> Callable[[int], Any]:
     """``step -> (images, labels)`` on ``device``: this rank's part of the global batch (see data/pipeline.py)."""
     return StepBatches(ds, batch_size, seed, device, data)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def flat_metrics(result: dict[str, Any]) -> dict[str, float]:
