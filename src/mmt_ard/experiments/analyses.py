@@ -10,7 +10,7 @@ from mmt_ard.analysis import bound as bound_lib
 from mmt_ard.analysis import gradcam as cam_lib
 from mmt_ard.data import build_dataset
 from mmt_ard.data.pipeline import use_model_preprocess
-from mmt_ard.experiments.base import ABLATION_EPS, BASELINE, MMT_ARD, Context, Result, cells
+from mmt_ard.experiments.base import ABLATION_EPS, BASELINE, MMT_ARD, Context, Result, cells, verdict
 from mmt_ard.models import ModelSpec, TextHeadCache, ZeroShotClassifier, default_cache_dir, load_clip
 from mmt_ard.training.loop import resolve_device
 
@@ -94,8 +94,10 @@ def gradcam(ctx: Context) -> Result:
                       "mmt-ard = paired difference to baseline > 2 SE. The adversarial teacher is mapped on x' "
                       f"(PGD-10 at {ABLATION_EPS * 255:g}/255 against the MMT-ARD student), all others on x."]})
         closer = [t for t in TEACHERS if _mean(per_seed["mmt-ard"][t]) < _mean(per_seed["baseline"][t])]
+        res.summary += [verdict(f"{student}: L2 to {t}, MMT-ARD minus baseline", per_seed["mmt-ard"][t],
+                                per_seed["baseline"][t], "mean L2") for t in TEACHERS]
         res.summary.append(f"{student}: the MMT-ARD student's maps are closer than the baseline's to "
-                           f"{', '.join(closer) or 'neither teacher'} (mean L2).")
+                           f"{', '.join(closer) or 'neither teacher'} on average.")
         res.data[student] = per_seed
     return res
 
@@ -141,5 +143,10 @@ def bound(ctx: Context) -> Result:
         "notes": [f"{models.n} test images; mean ± std over {len(ctx.seeds)} seed(s). " + bound_lib.NOTE + ". The "
                   "weights w_m are the DIW weights of eqs. (3)-(6), with the adversarial teacher's confidence on x' "
                   "(cross-entropy PGD-10 at the training eps against the student); the lambdas are not in them."]})
-    res.summary.append("The radius is an estimate, not a certificate: " + bound_lib.NOTE + ".")
+    for student, stats in res.data.items():
+        pos = sum(stats["positive"]) / len(stats["positive"])
+        res.summary.append(f"{student}: {pos:.1f}% of the test images get a positive radius (median "
+                           f"{sum(stats['median']) / len(stats['median']):.1f}/255); where it is negative the student-"
+                           "ensemble gap 2 Delta exceeds the teachers' weighted margin and the bound says nothing.")
+    res.summary.append("The radius is an " + bound_lib.NOTE + ".")
     return res
