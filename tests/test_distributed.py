@@ -85,8 +85,9 @@ def checkpoint_model(folder: Path) -> dict[str, torch.Tensor]:
 
 
 def val_rows(folder: Path) -> list[dict]:
+    """Validation rows without their wall-clock (``train_seconds``)."""
     rows = [json.loads(r) for r in (folder / "metrics.jsonl").read_text().splitlines()]
-    return [r for r in rows if r["split"] == "val"]
+    return [{k: v for k, v in r.items() if k != "train_seconds"} for r in rows if r["split"] == "val"]
 
 
 def train_rows(folder: Path) -> list[dict]:
