@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
 from mmt_ard.analysis import bound as bound_lib
@@ -26,8 +24,19 @@ class _Models:
         self.heads = TextHeadCache(default_cache_dir())
         self.spec, self.n = ctx.preset.test_eval.dataset, n
         self._data: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._loaded: dict[tuple[str, str | None, str | None], ZeroShotClassifier] = {}
+
+    def forget(self) -> None:
+        """Drop the loaded models (between students: teachers and the undistilled student load once per student)."""
+        self._loaded.clear()
 
     def classifier(self, spec: ModelSpec) -> ZeroShotClassifier:
+        key = (spec.arch, spec.pretrained, spec.vision)
+        if key not in self._loaded:
+            self._loaded[key] = self._load(spec)
+        return self._loaded[key]
+
+    def _load(self, spec: ModelSpec) -> ZeroShotClassifier:
         clip = load_clip(spec, self.device).eval()
         if self._data is None:  # the first model's preprocessing (all models of a preset share the input size)
             self.ds = build_dataset(self.spec)
@@ -68,6 +77,7 @@ def gradcam(ctx: Context) -> Result:
     res = Result()
     models = _Models(ctx, ctx.preset.analysis_images)
     for student in ctx.preset.students:
+        models.forget()
         per_seed: dict[str, dict[str, list[float]]] = {s: {t: [] for t in TEACHERS} for s in STUDENTS}
         for i, seed in enumerate(ctx.seeds):
             clfs = {name: models.classifier(spec) for name, spec in _seed_models(ctx, student, seed).items()}
@@ -112,6 +122,7 @@ def bound(ctx: Context) -> Result:
     models = _Models(ctx, ctx.preset.bound_images)
     rows = []
     for student in ctx.preset.students:
+        models.forget()
         stats: dict[str, list[float]] = {"median": [], "q05": [], "q95": [], "positive": [], "lipschitz": [],
                                          "delta": [], "avg_margin": []}
         for i, seed in enumerate(ctx.seeds):
