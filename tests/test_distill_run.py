@@ -69,6 +69,21 @@ def test_existing_run_is_not_clobbered(tmp_path):
     assert (tmp_path / "r" / "checkpoints" / "last.pt").read_bytes() == before
 
 
+def test_validation_during_training_skips_the_sanity_suite(tmp_path, monkeypatch):
+    from mmt_ard.evaluation import evaluate_model, sanity
+    from mmt_ard.models import ModelSpec, load_clip
+
+    def no_sanity(*args, **kwargs):
+        raise AssertionError("the sanity suite ran")
+
+    monkeypatch.setattr(sanity, "run_sanity_checks", no_sanity)
+    summary = run_distill(tiny_cfg(tmp_path / "r", "optim.steps=1", "loop.eval_every=1", "eval.sanity=true"))
+    assert "racc/2/255" in summary["val"]  # validated, with its attack, but without the sanity suite
+    cfg = tiny_cfg(tmp_path / "r", "eval.sanity=true").eval  # the patch is what a reported evaluation calls
+    with pytest.raises(AssertionError, match="sanity suite ran"):
+        evaluate_model(load_clip(ModelSpec("mmt-vit-s")), cfg)
+
+
 OPEN_CLIP_ONLY = """
 import json, sys, torch, open_clip
 folder, arch_json = sys.argv[1], sys.argv[2]
@@ -121,10 +136,10 @@ def test_resume_refuses_a_changed_config_and_keeps_the_original(tmp_path):
 
 
 def test_loop_select_exports_the_best_validated_checkpoint(tmp_path, monkeypatch):
-    import mmt_ard.distill.run as distill_run
+    import mmt_ard.training.loop as loop
 
     scores = iter([50.0, 70.0, 60.0])  # validations at steps 2, 4 and 6: step 4 is the best
-    monkeypatch.setattr(distill_run, "evaluate_model", lambda *a, **k: {"acc": next(scores, 0.0), "racc": {}})
+    monkeypatch.setattr(loop, "evaluate_model", lambda *a, **k: {"acc": next(scores, 0.0), "racc": {}})
     extra = ["loop.eval_every=2", "loop.select=acc"]
     summary = run_distill(tiny_cfg(tmp_path / "sel", *extra))
     assert summary["selected"] == {"step": 4, "metric": "acc", "value": 70.0}

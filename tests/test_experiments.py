@@ -177,8 +177,9 @@ def test_a_world_passed_with_another_config_is_refused_not_retrained(tmp_path):
     assert (stage / "config.yaml").read_text().startswith("config: {model: {arch: something-else}")
 
 
-def test_the_run_store_reuses_by_its_own_key_and_refuses_a_stopped_run(tmp_path, monkeypatch):
-    """config.yaml holds the resolved config (bf16 -> fp32 without native bf16): the store's own key decides."""
+def test_the_run_store_reuses_by_its_own_key_and_continues_a_stopped_run(tmp_path, monkeypatch):
+    """config.yaml holds the resolved config (bf16 -> fp32 without native bf16): the store's own key decides.
+    A run interrupted before its summary is resumed from its checkpoint, never retrained from scratch."""
     from mmt_ard.config import to_dict
     from mmt_ard.distill.run import DistillConfig
     from mmt_ard.experiments import store as store_mod
@@ -197,6 +198,31 @@ def test_the_run_store_reuses_by_its_own_key_and_refuses_a_stopped_run(tmp_path,
     (folder / "summary.json").write_text(json.dumps({"val": {"acc": 1.0}}))
     run = s.distill("x", cfg)
     assert run.path == folder and run.seconds == 0.0 and run.summary["val"]["acc"] == 1.0
-    (folder / "summary.json").write_text(json.dumps({"stopped_at": 3, "reason": "max_time"}))
-    with pytest.raises(UserError, match="stopped at step 3"):
+    # interrupted (no summary, a checkpoint): resumed; stopped again: a clear error, nothing deleted
+    calls = []
+
+    def stopped(c, resume, overwrite):
+        calls.append((c.output, resume, overwrite))
+        return {"stopped_at": 3, "reason": "signal SIGTERM"}
+
+    (folder / "summary.json").unlink()
+    (folder / "experiment-key.json").unlink()
+    (folder / "checkpoints").mkdir()
+    (folder / "checkpoints" / "last.pt").write_bytes(b"state")
+    monkeypatch.setattr(store_mod, "run_distill", stopped)
+    with pytest.raises(UserError, match="stopped at step 3.*rerun the same command"):
         s.distill("x", cfg)
+    assert calls == [(str(folder), True, False)] and not (folder / "experiment-key.json").exists()
+
+    def finished(c, resume, overwrite):
+        calls.append((c.output, resume, overwrite))
+        Path(c.output).mkdir(parents=True, exist_ok=True)
+        (Path(c.output) / "summary.json").write_text(json.dumps({"val": {"acc": 2.0}}))
+        return {"val": {"acc": 2.0}}
+
+    monkeypatch.setattr(store_mod, "run_distill", finished)
+    assert s.distill("x", cfg).summary["val"]["acc"] == 2.0 and calls[-1] == (str(folder), True, False)
+    assert json.loads((folder / "experiment-key.json").read_text()) == key
+    other = s.config(DistillConfig(), {"loss.gamma": 0.5}, seed=1)  # no checkpoint: a fresh run
+    s.distill("y", other)
+    assert calls[-1][1:] == (False, True)

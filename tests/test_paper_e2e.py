@@ -3,8 +3,8 @@
 ``paper-vit-b32`` and ``paper-rn50`` run as shipped except for paths, steps, inner-attack steps and batch size (and a
 small class list, so that zero-shot heads need 3 classes, not ImageNet's 1000 x 80 prompts): random
 ViT-L-14 / ViT-B-32 / RN50 weights saved here stand in for the checkpoints, on a tiny ImageFolder
-tree of 224-px JPEGs. One ViT-L-14 file serves both teachers. The students are then evaluated
-with PGD and zero-shot accuracy, with CLIP_benchmark JSON. About 370 s of CPU time (2 cores).
+tree of 224-px JPEGs. One ViT-L-14 file serves both teachers. The ViT-B-32 student is then evaluated
+(`mmt-ard evaluate`: PGD, the sanity suite, zero-shot accuracy, CLIP_benchmark JSON).
 """
 
 import json
@@ -83,15 +83,14 @@ def test_paper_presets_train_and_evaluate_with_real_architectures(standins, monk
         assert trained.keys() == start.keys()
         assert not torch.equal(trained["visual.conv1.weight"], start["visual.conv1.weight"])  # the student learned
 
-    code = main(["evaluate", "--model", f"vitb32={tmp_path / 'paper-vit-b32' / 'student'}",
-                 "--model", f"rn50={tmp_path / 'paper-rn50' / 'student'}", "--output", str(tmp_path / "eval"),
+    # the evaluation command on one student (RN50's PGD at 224 px already ran in its preset's validation)
+    code = main(["evaluate", "--model", f"vitb32={tmp_path / 'paper-vit-b32' / 'student'}", "--output", str(tmp_path / "eval"),
                  f"eval.dataset={spec(imagenet, 'val')}", f'eval.zero_shot=["{spec(imagenet, "holdout")}"]',
                  "eval.eps=[1/255,4/255]", "eval.steps=2", "clip_benchmark_json=true"])
     assert code == 0
     results = json.loads((tmp_path / "eval" / "results.json").read_text())
-    for name in ("vitb32", "rn50"):
-        r = results[name]
-        assert 0 <= r["racc"]["4/255"] <= r["racc"]["1/255"] <= r["acc"] <= 100 and "imagenet" in r["zero_shot"]
-    files = sorted(p.name for p in (tmp_path / "eval" / "clip_benchmark").glob("*.json"))
-    assert files == [f"imagenet_{m}_{a}_en_zeroshot_classification.json"
-                     for m, a in (("rn50", "RN50-quickgelu"), ("vitb32", "ViT-B-32-quickgelu"))]
+    r = results["vitb32"]
+    assert 0 <= r["racc"]["4/255"] <= r["racc"]["1/255"] <= r["acc"] <= 100 and "imagenet" in r["zero_shot"]
+    assert set(r["sanity"]) >= {"monotone_in_eps", "nonzero_gradients"}  # the sanity suite ran on the real model
+    files = [p.name for p in (tmp_path / "eval" / "clip_benchmark").glob("*.json")]
+    assert files == ["imagenet_vitb32_ViT-B-32-quickgelu_en_zeroshot_classification.json"]

@@ -16,11 +16,11 @@ from mmt_ard.distill.fast import FastPathConfig
 from mmt_ard.distill.logit_cache import CleanLogitCache
 from mmt_ard.distill.lora import LoraConfig, apply_lora, is_lora, merged_copy, save_adapters
 from mmt_ard.distill.task import DistillationTask, InnerAttackConfig, LossConfig
-from mmt_ard.evaluation import EvalConfig, check_datasets, evaluate_model
+from mmt_ard.evaluation import EvalConfig, check_datasets
 from mmt_ard.models import ModelSpec, TextHeadCache, ZeroShotClassifier, default_cache_dir, load_clip
 from mmt_ard.models.export import export_open_clip
 from mmt_ard.training.finetune import validation_eval
-from mmt_ard.training.loop import LoopConfig, flat_metrics, resolve_loop, train_and_export
+from mmt_ard.training.loop import LoopConfig, resolve_loop, train_and_export, validation_metrics
 from mmt_ard.training.optim import OptimConfig, cosine_lr_factor
 from mmt_ard.training.run import RunDir
 
@@ -89,7 +89,7 @@ def run_distill(cfg: DistillConfig, resume: bool = False, overwrite: bool = Fals
     clip = task.student.clip
 
     def validate(step: int) -> dict[str, Any]:
-        return flat_metrics(evaluate_model(clip, cfg.eval, heads=heads, name="val", device=device))
+        return validation_metrics(clip, cfg.eval, heads, device)
 
     def export() -> None:
         export_open_clip(merged_copy(clip), run.path / "student")

@@ -82,9 +82,16 @@ class RunStore:
         if summary_file.is_file() and (key_file.is_file() and json.loads(key_file.read_text()) == key
                                        or self._saved_config(folder) == to_dict(cfg)):
             return self._finished(folder, cfg, 0.0)
-        log.info("distill %s (seed %d) -> %s", label, cfg.loop.seed, folder)
+        # an interrupted run (Ctrl-C, SIGTERM, --max-time) left its checkpoint: continue it. The folder name
+        # is the config's digest, and run_distill refuses a checkpoint whose config differs.
+        resume = (folder / "checkpoints" / "last.pt").is_file()
+        log.info("%s %s (seed %d) -> %s", "resume" if resume else "distill", label, cfg.loop.seed, folder)
         t0 = time.perf_counter()
-        run_distill(copy.deepcopy(cfg), overwrite=True)
+        result = run_distill(copy.deepcopy(cfg), resume=resume, overwrite=not resume)
+        if "stopped_at" in result:
+            raise UserError(f"the run in {folder} stopped at step {result['stopped_at']} ({result.get('reason')}); "
+                            "rerun the same command: it continues this run from its checkpoint and reuses "
+                            "every finished one")
         atomic_write_json(key_file, key)
         self.trained.append(str(folder))
         return self._finished(folder, cfg, round(time.perf_counter() - t0, 1))
@@ -96,12 +103,7 @@ class RunStore:
 
     @staticmethod
     def _finished(folder: Path, cfg: DistillConfig, seconds: float) -> Run:
-        summary = json.loads((folder / "summary.json").read_text())
-        if "stopped_at" in summary:
-            raise UserError(f"the run in {folder} stopped at step {summary['stopped_at']} ({summary.get('reason')}); "
-                            f"finish it with mmt-ard distill --config {folder / 'config.yaml'} --output {folder} "
-                            "--resume, then rerun the experiment")
-        return Run(folder, cfg, summary, seconds)
+        return Run(folder, cfg, json.loads((folder / "summary.json").read_text()), seconds)
 
     def evaluate(self, name: str, spec: ModelSpec, cfg: EvalConfig) -> dict[str, Any]:
         """``evaluate_model`` of ``spec``, cached beside its weights (keyed by config and weights file)."""

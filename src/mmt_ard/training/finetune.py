@@ -28,14 +28,14 @@ from mmt_ard.attacks import OBJECTIVES, PGDConfig, kl_logits, pgd
 from mmt_ard.attacks.objectives import ObjectiveFn, check_random_start
 from mmt_ard.data import build_dataset
 from mmt_ard.data.pipeline import use_model_preprocess
-from mmt_ard.evaluation import EvalConfig, check_datasets, evaluate_model
+from mmt_ard.evaluation import EvalConfig, check_datasets
 from mmt_ard.models import ModelSpec, PixelCLIP, TextHeadCache, ZeroShotClassifier, default_cache_dir, load_clip
 from mmt_ard.models.export import export_open_clip
 from mmt_ard.models.frozen import Frozen, frozen_copy
 from mmt_ard.errors import ConfigError
 from mmt_ard.registry import Registry
 from mmt_ard.training.batches import step_generator
-from mmt_ard.training.loop import LoopConfig, flat_metrics, labeled_batches, resolve_loop, train_and_export
+from mmt_ard.training.loop import LoopConfig, labeled_batches, resolve_loop, train_and_export, validation_metrics
 from mmt_ard.training.optim import OptimConfig
 from mmt_ard.training.run import RunDir
 
@@ -174,7 +174,7 @@ def run_finetune(cfg: FinetuneConfig, resume: bool = False, overwrite: bool = Fa
     task = FinetuneTask(clip, head, cfg.method, cfg.attack, cfg.loop.seed, cfg.loop.precision, cfg.fare).to(device)
 
     def validate(step: int) -> dict[str, Any]:
-        return flat_metrics(evaluate_model(clip, cfg.eval, heads=heads, name="val", device=device))
+        return validation_metrics(clip, cfg.eval, heads, device)
 
     return train_and_export(
         task, labeled_batches(ds, cfg.optim.batch_size, cfg.loop.seed, device, cfg.loop.data), cfg.optim, cfg.loop, run, resume,

@@ -18,7 +18,7 @@ import logging
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -27,7 +27,9 @@ from tqdm.auto import tqdm
 from mmt_ard import distributed
 from mmt_ard.data.pipeline import LoaderConfig, StepBatches
 from mmt_ard.errors import ConfigError, UserError
+from mmt_ard.evaluation import EvalConfig, evaluate_model
 from mmt_ard.io import atomic_write_json
+from mmt_ard.models import PixelCLIP, TextHeadCache
 from mmt_ard.training.guards import NonFiniteGuard, StopRequests
 from mmt_ard.training.checkpoint import BestCheckpoint, load_training_state, save_training_state
 from mmt_ard.training.optim import OptimConfig, build_optimizer
@@ -238,6 +240,18 @@ def labeled_batches(
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def validation_metrics(
+    clip: PixelCLIP, cfg: EvalConfig, heads: TextHeadCache, device: torch.device, name: str = "val"
+) -> dict[str, float]:
+    """One validation during training, as flat scalars for metrics.jsonl.
+
+    The sanity suite (evaluation/sanity.py: a PGD with twice the steps, a large-eps attack, a loss
+    trace) is left out: its flags are not part of the flat metrics, so it would only cost time at
+    every validation. ``mmt-ard evaluate`` runs it on the finished model.
+    """
+    return flat_metrics(evaluate_model(clip, replace(cfg, sanity=False), heads=heads, name=name, device=device))
 
 
 def flat_metrics(result: dict[str, Any]) -> dict[str, float]:

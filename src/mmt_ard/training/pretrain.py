@@ -11,11 +11,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmt_ard.data import build_caption_dataset
-from mmt_ard.evaluation import EvalConfig, check_datasets, evaluate_model
+from mmt_ard.evaluation import EvalConfig, check_datasets
 from mmt_ard.models import ModelSpec, PixelCLIP, TextHeadCache, load_clip
 from mmt_ard.models.export import export_open_clip
 from mmt_ard.training.batches import batch_indices
-from mmt_ard.training.loop import LoopConfig, flat_metrics, resolve_loop, train_and_export
+from mmt_ard.training.loop import LoopConfig, resolve_loop, train_and_export, validation_metrics
 from mmt_ard.training.optim import OptimConfig
 from mmt_ard.training.run import RunDir
 
@@ -96,7 +96,7 @@ def run_pretrain(cfg: PretrainConfig, resume: bool = False, overwrite: bool = Fa
     heads = TextHeadCache(None)  # the text tower changes during pretraining: no disk cache
 
     def validate(step: int) -> dict[str, Any]:
-        return flat_metrics(evaluate_model(clip, cfg.eval, heads=heads, name="pretrain", device=device))
+        return validation_metrics(clip, cfg.eval, heads, device, name="pretrain")
 
     return train_and_export(
         task, batches, cfg.optim, cfg.loop, run, resume, validate,
