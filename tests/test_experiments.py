@@ -198,7 +198,7 @@ def test_the_run_store_reuses_by_its_own_key_and_continues_a_stopped_run(tmp_pat
     (folder / "summary.json").write_text(json.dumps({"val": {"acc": 1.0}}))
     run = s.distill("x", cfg)
     assert run.path == folder and run.seconds == 0.0 and run.summary["val"]["acc"] == 1.0
-    # interrupted (no summary, a checkpoint): resumed; stopped again: a clear error, nothing deleted
+    # interrupted (no summary, a checkpoint): resumed; stopped again: one clear error, no key file
     calls = []
 
     def stopped(c, resume, overwrite):
@@ -226,3 +226,30 @@ def test_the_run_store_reuses_by_its_own_key_and_continues_a_stopped_run(tmp_pat
     other = s.config(DistillConfig(), {"loss.gamma": 0.5}, seed=1)  # no checkpoint: a fresh run
     s.distill("y", other)
     assert calls[-1][1:] == (False, True)
+
+
+def test_the_run_store_resumes_a_real_interrupted_distillation(tmp_path):
+    """The path a Ctrl-C takes: run_distill stops with a checkpoint and no summary.json; the store
+    continues that very run (its config.yaml accepts the store's config) instead of failing or retraining."""
+    from mmt_ard.config import load_config, to_dict
+    from mmt_ard.distill.run import DistillConfig, run_distill
+    from mmt_ard.experiments.store import RunStore, digest
+
+    from .test_distill_run import TINY
+
+    s = RunStore(tmp_path)
+    cfg = s.config(load_config(DistillConfig, overrides=TINY), {}, seed=0)
+    key = to_dict(cfg)
+    key.pop("output")
+    folder = tmp_path / "runs" / f"mmt-vit-s-confidence-s0-{digest(key)}"  # where the store keeps this config
+    stopped = load_config(DistillConfig, base=cfg, values={"loop.stop_after": 3, "output": str(folder)})
+    assert run_distill(stopped, overwrite=True)["stopped_at"] == 3  # as a signal leaves it
+    def train_rows():
+        rows = [json.loads(r) for r in (folder / "metrics.jsonl").read_text().splitlines()]
+        return [r for r in rows if r["split"] == "train"]
+
+    before = train_rows()  # steps 1-3, with their wall-clock images_per_s: a retrained run rewrites them
+    run = s.distill("x", cfg)
+    after = train_rows()
+    assert [r["step"] for r in after] == [1, 2, 3, 4, 5, 6] and after[:3] == before  # continued at step 4
+    assert run.path == folder and run.summary["train"] and s.trained == [str(folder)]
