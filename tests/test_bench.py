@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,6 +17,7 @@ from mmt_ard.bench import (
     BenchConfig, BenchModels, RandomImages, ReferenceStep, build_reference, build_task, compare_losses, count_flops,
     loss_check, matmul_rate,
 )
+from mmt_ard.bench import gpu_check
 from mmt_ard.bench import run as bench_run
 from mmt_ard.cli.main import main
 from mmt_ard.distill.fast import FastPathConfig
@@ -132,10 +137,10 @@ def test_matmul_probe_sizes_itself_by_time():
 def test_bf16_of_large_models_is_skipped_without_native_bf16(monkeypatch):
     models = BenchModels.build("mmt-vit-t", "mmt-vit-s", 4, CPU)
     monkeypatch.setattr(bench_run, "bf16_native", lambda device: False)
-    assert bench_run.bf16_skip_reason(BenchConfig(), CPU, models) is None  # small: runs anyway
+    assert bench_run.bf16_skip_reason(BenchConfig(), CPU, models.vision_parameters()) is None  # small: runs anyway
     monkeypatch.setattr(bench_run, "SMALL_MODELS", 10)
-    assert "--force-bf16" in bench_run.bf16_skip_reason(BenchConfig(), CPU, models)
-    assert bench_run.bf16_skip_reason(BenchConfig(force_bf16=True), CPU, models) is None
+    assert "--force-bf16" in bench_run.bf16_skip_reason(BenchConfig(), CPU, models.vision_parameters())
+    assert bench_run.bf16_skip_reason(BenchConfig(force_bf16=True), CPU, models.vision_parameters()) is None
 
 
 @pytest.fixture(scope="module")
@@ -171,6 +176,43 @@ def test_report_has_every_field(cli_run):
         assert c["flops_per_image"] < c["reference"]["flops_per_image"]  # the cache removes a teacher forward
         assert "cache" in c["switches"] if c["precision"] == "fp32" else True
         assert c["loss_check"]["passed"] and c["loss_check"]["x_adv_differing"] == 0
+
+
+def test_the_gpu_check_summary_reads_the_bench_and_the_test_outcomes(cli_run, tmp_path):
+    (tmp_path / "bench").mkdir()
+    shutil.copy(cli_run[1] / "bench.json", tmp_path / "bench" / "bench.json")
+    (tmp_path / "cuda-tests.xml").write_text(
+        '<testsuites><testsuite tests="5" failures="1" errors="0" skipped="1" time="12.5">'
+        '<testcase name="a"/><testcase name="b"><failure message="x"/></testcase><testcase name="c"/>'
+        '<testcase name="d"><skipped/></testcase><testcase name="e"/></testsuite></testsuites>')
+    md = gpu_check.write(tmp_path)
+    summary = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert summary["tests"]["passed"] == 3 and summary["tests"]["failed"] == ["b"]
+    assert "3 passed, 1 failed, 1 skipped in 12 s" in md
+    report = json.loads((cli_run[1] / "bench.json").read_text())
+    for c in report["configurations"]:  # one row per configuration, with its own images/s
+        assert f"| {c['student']} | {c['precision']} | {c['batch']} | {c['images_per_s']:.2f} |" in md
+    assert "Frozen mmt-vit-t forward" in md and "bf16-held" in md
+    assert (tmp_path / "gpu_table.md").read_text() == md
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the script's behaviour without a GPU")
+def test_the_gpu_check_script_says_there_is_no_gpu_and_exits_0(tmp_path):
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(["bash", "scripts/gpu_check.sh"], cwd=root, env={**os.environ, "OUT": str(tmp_path)},
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "no CUDA GPU" in done.stdout
+
+
+def test_the_frozen_forward_is_timed_in_each_precision(cli_run):
+    frozen = json.loads((cli_run[1] / "bench.json").read_text())["frozen_forward"]
+    assert frozen["teacher"] == "mmt-vit-t" and set(frozen["variants"]) == {"fp32", "bf16-autocast", "bf16-held"}
+    for name, row in frozen["variants"].items():
+        assert row["images_per_s"] > 0 and len(row["seconds_each"]) == frozen["rounds"]
+        assert (row["max_abs_logit_diff_vs_fp32"] == 0) == (name == "fp32")  # bf16 rounds; fp32 is itself
+    md = (cli_run[1] / "bench.md").read_text()
+    assert "| bf16-held |" in md and "## Training step" in md
 
 
 @pytest.mark.parametrize("args,needle", [(["--student", "nope-net"], "unknown model architecture"),

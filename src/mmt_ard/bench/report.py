@@ -76,6 +76,25 @@ def _check_row(student: str, what: str, chk: dict[str, Any], ok: str, bad: str) 
             f"{chk['rtol']:.0e} | {differing} | {ok if chk['passed'] else bad} |")
 
 
+def _frozen_lines(frozen: dict[str, Any] | None) -> list[str]:
+    """The frozen teacher's forward per precision (see mmt_ard.bench.frozen)."""
+    if not frozen:
+        return []
+    lines = [f"## Frozen teacher forward ({frozen['teacher']}, batch {frozen['batch']}, {frozen['image_size']} px, "
+             f"no grad, {frozen['rounds']} timed calls each)", "",
+             "| variant | images/s | vs fp32 | max abs logit difference vs fp32 |", "|---|---|---|---|"]
+    for name, row in frozen["variants"].items():
+        rate = row["images_per_s"]
+        lines.append(f"| {name} | {_num(rate, '.1f' if rate >= 10 else '.3g')} | {_num(row.get('vs_fp32'), '.2f')}x | "
+                     f"{_num(row.get('max_abs_logit_diff_vs_fp32'), '.3g')} |")
+    if frozen.get("bf16_skipped"):
+        lines.append(f"| bf16 | skipped | | {frozen['bf16_skipped']} |")
+    lines += ["", "`bf16-autocast`: float32 weights under bf16 autocast, re-cast on every call (how teachers ran "
+              "before); `bf16-held`: weights cast to bf16 once, autocast off (how a bf16 distillation runs its "
+              "teachers now).", ""]
+    return lines
+
+
 def to_markdown(report: dict[str, Any]) -> str:
     """The report as Markdown: setting, matmul ceiling, one table of steps, the loss checks, skips."""
     mach, s, res = report["machine"], report["settings"], report["settings"]["resolved"]
@@ -95,7 +114,8 @@ def to_markdown(report: dict[str, Any]) -> str:
         f"{s['steps']} timed steps after {s['warmup']} warm-up steps and one FLOP-counted step.",
         "",
     ]
-    lines += _header()
+    lines += _frozen_lines(report.get("frozen_forward"))
+    lines += ["## Training step", ""] + _header()
     shown: set[str] = set()
     for c in report["configurations"]:
         if c["reference"] and c["student"] not in shown:  # once per student: it is float32 only

@@ -2,7 +2,9 @@
 
 For each student of the configuration, back to back on the same machine:
 
-1. the matrix-multiply ceiling in float32 and bf16 (once per run, :mod:`mmt_ard.bench.matmul`);
+1. the matrix-multiply ceiling in float32 and bf16 (once per run, :mod:`mmt_ard.bench.matmul`),
+   and the frozen teacher's forward in float32, bf16 under autocast and bf16 held
+   (once per run, :mod:`mmt_ard.bench.frozen`);
 2. the same-loss check: the optimized step (warm clean-logit cache, fused views) and the
    reference step on the same models, batch and step in float32 must give the same loss;
 3. the reference step (float32: the authors' algorithm has no other precision), the optimized
@@ -13,6 +15,7 @@ For each student of the configuration, back to back on the same machine:
 
 bf16 runs where the device has native bf16, or for small models (where emulation is merely
 slow); for large models without native bf16 it is skipped with the reason, unless ``force_bf16``.
+A bf16 step holds its frozen teachers in bf16 weights (copies: the float32 variants keep theirs).
 """
 
 from __future__ import annotations
@@ -25,11 +28,13 @@ from typing import Any
 
 import torch
 
+from mmt_ard.bench.frozen import frozen_forward
 from mmt_ard.bench.matmul import matmul_rate
 from mmt_ard.bench.reference import unsupported
 from mmt_ard.bench.report import machine_info
 from mmt_ard.bench.step import (
     BenchModels, Measurement, RandomImages, Timed, build_reference, build_task, loss_check, measure_interleaved,
+    random_classifier,
 )
 from mmt_ard.distill.fast import FastPathConfig
 from mmt_ard.distill.task import DistillationTask, InnerAttackConfig, LossConfig
@@ -133,13 +138,29 @@ def attack_and_loss(cfg: BenchConfig, preset: Preset) -> tuple[InnerAttackConfig
     return attack, loss
 
 
-def bf16_skip_reason(cfg: BenchConfig, device: torch.device, models: BenchModels) -> str | None:
-    """Why the bf16 step is not run here (None: it runs)."""
-    if cfg.force_bf16 or bf16_native(device) or models.vision_parameters() < SMALL_MODELS:
+def bf16_skip_reason(cfg: BenchConfig, device: torch.device, vision_parameters: int) -> str | None:
+    """Why bf16 is not run here for models of ``vision_parameters`` in all (None: it runs)."""
+    if cfg.force_bf16 or bf16_native(device) or vision_parameters < SMALL_MODELS:
         return None
-    return (f"this {device.type} has no native bf16 and the models are large "
-            f"({models.vision_parameters() / 1e6:.0f}M vision parameters): emulated bf16 would take orders of "
-            "magnitude longer; pass --force-bf16 to run it anyway")
+    return (f"this {device.type} has no native bf16 (no AVX512-BF16 or AMX; PyTorch emulates bf16 there) and the "
+            f"models are large ({vision_parameters / 1e6:.0f}M vision parameters): emulated bf16 would take orders "
+            "of magnitude longer than float32; pass --force-bf16 to run it anyway")
+
+
+def frozen_teacher_forward(cfg: BenchConfig, preset: Preset, device: torch.device) -> dict[str, Any]:
+    """The teacher's frozen forward in float32 and both bf16 ways (:mod:`mmt_ard.bench.frozen`)."""
+    teacher = random_classifier(preset.teacher, preset.classes, cfg.seed, device)
+    params = sum(p.numel() for p in teacher.clip.visual.parameters())
+    variants = ["fp32"] if "fp32" in cfg.precisions() or "bf16" in cfg.precisions() else []
+    reason = bf16_skip_reason(cfg, device, params) if "bf16" in cfg.precisions() else "bf16 not asked for"
+    if reason is None:
+        variants += ["bf16-autocast", "bf16-held"]
+    g = torch.Generator().manual_seed(cfg.seed)
+    images = torch.rand(preset.batch, 3, preset.image_size, preset.image_size, generator=g).to(device)
+    log.info("bench: frozen %s forward, batch %d: %s", preset.teacher, preset.batch, ", ".join(variants))
+    out = frozen_forward(teacher, images, tuple(variants), rounds=cfg.steps, warmup=max(cfg.warmup, 1))
+    out.update(teacher=preset.teacher, vision_parameters=params, bf16_skipped=reason)
+    return out
 
 
 class _Runner:
@@ -194,7 +215,7 @@ class _Runner:
             ref_step = build_reference(models, self.attack, self.loss, cfg.seed)
             timeds.append(Timed(ref_step, self.data, self.device, "fp32", "reference", cfg.steps + cfg.warmup + 1))
         skipped, variants = [], {}
-        bf16_reason = bf16_skip_reason(cfg, self.device, models)
+        bf16_reason = bf16_skip_reason(cfg, self.device, models.vision_parameters())
         for precision in cfg.precisions():
             if precision == "bf16" and bf16_reason:
                 skipped.append({"student": student, "precision": "bf16", "reason": bf16_reason})
@@ -248,6 +269,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     device = resolve_device(cfg.device)
     attack_and_loss(cfg, preset)  # bad strategy or objective: fail before any model is built
     matmul = {p: matmul_rate(device, p, cfg.matmul_seconds).to_json() for p in ("fp32", "bf16")}
+    frozen = frozen_teacher_forward(cfg, preset, device)
     configs, skipped = [], []
     with tempfile.TemporaryDirectory(prefix="mmt-ard-bench-") as tmp:
         runner = _Runner(cfg, preset, device, Path(tmp), matmul)
@@ -261,6 +283,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         "settings": {**asdict(cfg), "resolved": asdict(preset), "device": str(device),
                      "bf16_native": bf16_native(device)},
         "matmul": matmul,
+        "frozen_forward": frozen,
         "configurations": configs,
         "skipped": skipped,
     }

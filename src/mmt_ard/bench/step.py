@@ -60,6 +60,7 @@ class BenchModels:
     student: ZeroShotClassifier
     teacher_clean: ZeroShotClassifier
     teacher_adv: ZeroShotClassifier
+    _bf16_teachers: tuple[ZeroShotClassifier, ZeroShotClassifier] | None = None  # see copies()
 
     @classmethod
     def build(cls, teacher: str, student: str, num_classes: int, device: torch.device, seed: int = 0) -> BenchModels:
@@ -75,16 +76,25 @@ class BenchModels:
         """Whether any tower is convolutional (where channels-last matters)."""
         return any(is_convolutional(m.clip.visual) for m in (self.student, self.teacher_clean, self.teacher_adv))
 
-    def copies(self, teachers_too: bool = False) -> tuple[ZeroShotClassifier, ZeroShotClassifier, ZeroShotClassifier]:
+    def copies(
+        self, teachers_too: bool = False, precision: str = "fp32"
+    ) -> tuple[ZeroShotClassifier, ZeroShotClassifier, ZeroShotClassifier]:
         """A fresh student; the teachers are copied only if convolutional or ``teachers_too``.
 
-        The fast path changes towers in place (channels-last, compile); the frozen teachers are
-        otherwise shared, which matters for memory with ViT-L-14 teachers.
+        The fast path changes towers in place (channels-last, compile), and a bf16 task holds its
+        teachers' towers in bf16 (in place): bf16 steps share one pair of bf16 copies, made once.
+        The frozen teachers are otherwise shared, which matters for memory with ViT-L-14 teachers.
         """
+        teachers = (self.teacher_clean, self.teacher_adv)
+        if precision == "bf16":
+            if self._bf16_teachers is None:
+                self._bf16_teachers = (_copy(self.teacher_clean), _copy(self.teacher_adv))
+            teachers = self._bf16_teachers
+
         def maybe(t: ZeroShotClassifier) -> ZeroShotClassifier:
             return _copy(t) if teachers_too or is_convolutional(t.clip.visual) else t
 
-        return _copy(self.student), maybe(self.teacher_clean), maybe(self.teacher_adv)
+        return _copy(self.student), maybe(teachers[0]), maybe(teachers[1])
 
 
 def _copy(model: ZeroShotClassifier) -> ZeroShotClassifier:
@@ -258,7 +268,7 @@ def build_task(
     data: RandomImages, cache_root: Path, seed: int = 0,
 ) -> DistillationTask:
     """The optimized task on fresh copies of the models; with a warm clean-logit cache if ``fast`` says so."""
-    student, t_clean, t_adv = models.copies(teachers_too=fast.compile)
+    student, t_clean, t_adv = models.copies(teachers_too=fast.compile, precision=precision)
     cache = None
     if fast.cache_clean_logits:
         fast = replace(fast, cache_dir=str(cache_root))

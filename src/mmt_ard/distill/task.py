@@ -12,7 +12,9 @@ its data set indices, runs one student forward over both views where that is exa
 ResNet towers channels-last; ``timer`` (training/timing.py) measures each part for the bench.
 
 Teachers are wrapped in :class:`~mmt_ard.models.frozen.Frozen`: ``task.train()`` never reaches
-them, so their BatchNorm statistics and weights cannot change. All comparisons between models
+them, so their BatchNorm statistics and weights cannot change. With ``precision="bf16"`` their
+vision towers are cast to bf16 once (in place: pass copies if you need the float32 models again)
+and run with autocast off; the student trains under the loop's bf16 autocast. All comparisons between models
 are in class-logit space, so teachers and student may have different embedding sizes.
 """
 
@@ -37,9 +39,10 @@ from mmt_ard.distill.strategies import (
 )
 from mmt_ard.errors import ConfigError
 from mmt_ard.models.clip import ZeroShotClassifier
-from mmt_ard.models.frozen import Frozen
+from mmt_ard.models.frozen import Frozen, frozen_in
 from mmt_ard.registry import Registry
 from mmt_ard.training.batches import step_generator
+from mmt_ard.training.precision import compute_dtype
 from mmt_ard.training.timing import NO_SECTIONS, Sections
 
 InnerObjective = Literal["embedding-l2", "kl-clean-teacher", "ce"]
@@ -99,6 +102,12 @@ class LossConfig:
         check_strategy_options(self.strategy)
 
 
+def _tower(model: nn.Module) -> nn.Module:
+    """The part of a teacher worth holding in low precision: a CLIP's vision tower, else all of it."""
+    clip = getattr(model, "clip", None)
+    return clip.visual if clip is not None else model
+
+
 class DistillationTask(nn.Module):
     """MMT-ARD: a student CLIP learns from a clean and an adversarial teacher."""
 
@@ -122,8 +131,10 @@ class DistillationTask(nn.Module):
         attack.validate()
         loss.validate()
         self.student = student
-        self.teacher_clean = Frozen(teacher_clean)
-        self.teacher_adv = Frozen(teacher_adv)
+        # under bf16 the teachers' vision towers are held in bf16 (cast once; heads stay float32)
+        low = compute_dtype(precision)
+        self.teacher_clean: Frozen = frozen_in(teacher_clean, low, _tower(teacher_clean))
+        self.teacher_adv: Frozen = frozen_in(teacher_adv, low, _tower(teacher_adv))
         self.attack_cfg = attack
         self.loss_cfg = loss
         self.strategy = build_strategy(loss.strategy)

@@ -58,7 +58,7 @@ class _Models:
 def _adversarial(clf: ZeroShotClassifier, x: torch.Tensor, y: torch.Tensor, eps: float, seed: int,
                  batch: int = 64) -> torch.Tensor:
     """PGD-10 examples against ``clf`` in batches (one forward/backward over 1000 224-px images would not fit)."""
-    gen = torch.Generator(device=x.device).manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)  # generators live on the CPU: pgd draws its start there
     return torch.cat([cam_lib.adversarial_examples(clf, x[i:i + batch], y[i:i + batch], eps=eps, generator=gen)
                       for i in range(0, x.shape[0], batch)])
 

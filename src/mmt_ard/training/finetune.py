@@ -37,6 +37,7 @@ from mmt_ard.registry import Registry
 from mmt_ard.training.batches import step_generator
 from mmt_ard.training.loop import LoopConfig, labeled_batches, resolve_loop, train_and_export, validation_metrics
 from mmt_ard.training.optim import OptimConfig
+from mmt_ard.training.precision import compute_dtype
 from mmt_ard.training.run import RunDir
 
 Terms = dict[str, torch.Tensor]
@@ -87,7 +88,10 @@ class FinetuneTask(nn.Module):
         clip.model.requires_grad_(False)
         clip.visual.requires_grad_(True)
         self.student = ZeroShotClassifier(clip, head)
-        self.original: Frozen | None = frozen_copy(self.student) if method in NEEDS_ORIGINAL else None
+        # f0 is frozen: under bf16 its vision tower is held in bf16 (cast once), like a distillation teacher's
+        self.original: Frozen | None = None
+        if method in NEEDS_ORIGINAL:
+            self.original = frozen_copy(self.student, compute_dtype(precision), heavy="clip.model.visual")
         self.attack_cfg = attack
         self.seed = seed
         self.precision = precision
@@ -134,7 +138,7 @@ def fare(task: FinetuneTask, x: torch.Tensor, y: torch.Tensor, gen: torch.Genera
     assert task.original is not None
     norm = task.fare.normalize_embeddings
     with torch.no_grad():
-        anchor = task.original.module.features(x, normalize=norm)  # f0(x), (B, D)
+        anchor = task.original.run("features", x, normalize=norm)  # f0(x), (B, D)
     x_adv = task.attack(x, OBJECTIVES.get("embedding-l2")(task.student, x, anchor=anchor, normalize=norm), gen)
     return {"loss": (task.student.features(x_adv, normalize=norm) - anchor).pow(2).sum(-1).mean()}
 

@@ -6,6 +6,11 @@ multiply ran about 500x slower than float32 and a ViT-B-32 backward under bf16 a
 83 s instead of 1.1 s. A run asked for ``precision=bf16`` on such a device therefore says so in
 one line and trains in float32, unless ``loop.force_bf16=true`` insists. Evaluation attacks are
 always float32 regardless (see :mod:`mmt_ard.evaluation.metrics`).
+
+What runs in bf16 where it is native: frozen models (teachers, FARE's and PMG-AFT's ``f0``) are held
+in bf16 weights (:func:`mmt_ard.models.frozen.hold_in`), cast once; the trained student keeps
+float32 master weights and runs under bf16 autocast, whose cast cache keeps the bf16 copies of
+weights that require grad for the whole step (the loop holds one autocast region per step).
 """
 
 from __future__ import annotations
@@ -18,6 +23,11 @@ import torch
 log = logging.getLogger(__name__)
 
 Precision = Literal["fp32", "bf16"]
+
+
+def compute_dtype(precision: str) -> torch.dtype:
+    """The dtype frozen models are held in for a training precision (bf16 or float32)."""
+    return torch.bfloat16 if precision == "bf16" else torch.float32
 
 
 def _cpu_has_native_bf16() -> bool:
