@@ -176,6 +176,29 @@ def test_report_has_every_field(cli_run):
         assert c["flops_per_image"] < c["reference"]["flops_per_image"]  # the cache removes a teacher forward
         assert "cache" in c["switches"] if c["precision"] == "fp32" else True
         assert c["loss_check"]["passed"] and c["loss_check"]["x_adv_differing"] == 0
+        cold, warm = c["cold"], c["optimized"]  # an empty cache: the clean teacher runs, nothing hits
+        assert cold["cache_hit_rate"] == 0 and warm["cache_hit_rate"] == 1
+        assert cold["split_s"]["teacher_clean"] > warm["split_s"]["teacher_clean"]
+        assert cold["flops_per_image"] == pytest.approx(c["reference"]["flops_per_image"], rel=0.05)
+        assert c["epochs"] == 2 and c["run_images_per_s"] == pytest.approx(2 / (1 / cold["images_per_s"]
+                                                                              + 1 / warm["images_per_s"]))
+
+
+def test_the_whole_run_has_one_cold_epoch_then_warm_ones():
+    row = {"images_per_s": 100.0, "cold": {"images_per_s": 50.0}, "reference_images_per_s": 40.0}
+    two = bench_run.whole_run(row, 2)  # 2 epochs of N images: N/50 + N/100 seconds
+    assert two["run_images_per_s"] == pytest.approx(2 / (1 / 50 + 1 / 100))  # 66.7, not the mean 75
+    assert two["run_speedup_vs_reference"] == pytest.approx(66.666667 / 40) and two["cold_speedup_vs_reference"] == 1.25
+    assert bench_run.whole_run(row, 1)["run_images_per_s"] == pytest.approx(50.0)  # one epoch: all cold
+    assert bench_run.whole_run({**row, "cold": None}, 2)["run_images_per_s"] is None
+
+
+def test_bench_precisions_parse_and_bad_ones_are_named():
+    assert BenchConfig(precision="both").precisions() == ["fp32", "bf16"]
+    assert BenchConfig(precision="all").precisions() == ["fp32", "bf16", "bf16-teachers"]
+    assert BenchConfig(precision="fp32, bf16-teachers").precisions() == ["fp32", "bf16-teachers"]
+    with pytest.raises(ConfigError, match="bf16-teachers"):
+        BenchConfig(precision="fp32,fp16").resolved()
 
 
 def test_the_gpu_check_summary_reads_the_bench_and_the_test_outcomes(cli_run, tmp_path):

@@ -132,7 +132,21 @@ def test_the_finetuning_original_is_held_in_bf16_under_bf16(method, images):
     assert torch.isfinite(loss) and loss.dtype == torch.float32
 
 
-def test_a_bf16_run_on_a_cpu_with_native_bf16_trains_in_bf16(monkeypatch, tmp_path):
+def test_bf16_teachers_with_a_float32_student(images):
+    task = DistillationTask(tiny_classifier("mmt-vit-s", seed=1), tiny_classifier("mmt-vit-t", seed=2),
+                            tiny_classifier("mmt-vit-t", seed=3), InnerAttackConfig(eps=4 / 255, steps=1, step_size=2 / 255),
+                            LossConfig(), seed=7, precision="fp32", teacher_precision="bf16")
+    assert all(held_dtype(t.module.clip.visual) == torch.bfloat16 for t in (task.teacher_clean, task.teacher_adv))
+    assert task.precision == "fp32"  # the inner attack and the student run in float32
+    task.student.requires_grad_(True)
+    task.train()
+    terms = task.training_step((images, torch.arange(6) % 4), 0)  # no autocast anywhere
+    assert torch.isfinite(terms["loss"]) and terms["loss"].dtype == torch.float32
+
+
+@pytest.mark.parametrize(("loop", "teachers", "expected"),
+                         [("bf16", "", ("bf16", torch.bfloat16)), ("fp32", "bf16", ("fp32", torch.bfloat16))])
+def test_a_bf16_run_on_a_cpu_with_native_bf16_trains_in_bf16(monkeypatch, tmp_path, loop, teachers, expected):
     """The native branch, mocked, so it is tested on AVX2-only machines too (tiny models: emulation is quick)."""
     monkeypatch.setattr(prec, "bf16_native", lambda device: True)
     held = []
@@ -146,8 +160,20 @@ def test_a_bf16_run_on_a_cpu_with_native_bf16_trains_in_bf16(monkeypatch, tmp_pa
     cfg = load_config(DistillConfig, overrides=[
         "data=builtin:shapes:split=train,n=32", "student.arch=mmt-vit-s", "teacher_clean.arch=mmt-vit-t",
         "teacher_adv.arch=mmt-vit-t", "optim.steps=1", "optim.batch_size=8", "attack.steps=1",
-        "eval.limit=8", "eval.steps=1", "loop.precision=bf16", f"output={tmp_path}"])
+        "eval.limit=8", "eval.steps=1", f"loop.precision={loop}", f"fast.teacher_precision={teachers}",
+        f"output={tmp_path}"])
     summary = run_distill(cfg)
-    assert held == [("bf16", torch.bfloat16)]
-    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["config"]["loop"]["precision"] == "bf16"
-    assert summary["val"]["acc"] >= 0  # validation (float32) ran on the bf16-trained student
+    assert held == [expected]
+    saved = yaml.safe_load((tmp_path / "config.yaml").read_text())["config"]
+    assert saved["loop"]["precision"] == loop and saved["fast"]["teacher_precision"] == "bf16"  # what ran
+    assert summary["val"]["acc"] >= 0  # validation (float32) ran on the student
+
+
+def test_bf16_teachers_fall_back_to_float32_without_native_bf16(monkeypatch, tmp_path):
+    monkeypatch.setattr(prec, "bf16_native", lambda device: False)
+    cfg = load_config(DistillConfig, overrides=[
+        "data=builtin:shapes:split=train,n=32", "student.arch=mmt-vit-s", "teacher_clean.arch=mmt-vit-t",
+        "teacher_adv.arch=mmt-vit-t", "optim.steps=1", "optim.batch_size=8", "attack.steps=1", "eval.limit=8",
+        "eval.steps=1", "fast.teacher_precision=bf16", f"output={tmp_path}"])
+    run_distill(cfg)
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["config"]["fast"]["teacher_precision"] == "fp32"

@@ -9,7 +9,9 @@ The design keeps a multi-process run equal to a single-process run with the same
   (:func:`skip_to_rank`), so a sample gets the same start whatever rank or world size it lands in;
 * the student's gradients are averaged over ranks after ``backward`` (:func:`average_gradients`);
   the frozen teachers take part in no synchronization at all (they have no gradients);
-* evaluation sets are sharded by rank (:func:`shard`) and hit counts summed (:func:`sum_counts`).
+* evaluation sets are sharded by rank (:func:`shard`) and hit counts summed (:func:`sum_counts`);
+* the clean-teacher logit cache is filled with every rank's rows (:func:`all_gather_rows`), so
+  each rank's cache holds the whole data set after one epoch, on shared storage or not.
 
 Because the run's state (weights, optimizer, step) does not depend on the world size, ``--resume``
 works with any number of processes. Only rank 0 writes files (see io.py). Outside ``torchrun``
@@ -140,12 +142,38 @@ def average_gradients(params: Sequence[torch.Tensor]) -> None:
             offset += g.numel()
 
 
+def _collective_device() -> torch.device:
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+
+
+def all_gather_rows(t: torch.Tensor) -> torch.Tensor:
+    """Every rank's ``t`` (B, ...) stacked in rank order (world * B, ...), on ``t``'s device.
+
+    Every rank must pass the same shape (the per-rank batch is the same on every rank).
+    """
+    if not is_distributed():
+        return t
+    local = t.detach().to(_collective_device())
+    out = local.new_empty((world_size() * local.shape[0], *local.shape[1:]))
+    dist.all_gather_into_tensor(out, local.contiguous())
+    return out.to(t.device)
+
+
+def all_ranks_have(mask: torch.Tensor) -> torch.Tensor:
+    """The element-wise AND of a bool ``mask`` over ranks (what every rank has), on the CPU."""
+    if not is_distributed():
+        return mask
+    t = mask.to(torch.int32).to(_collective_device())
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return t.cpu().bool()
+
+
 def mean_over_ranks(values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Each scalar averaged over ranks (for logging: every rank holds its own batch's terms)."""
     if not is_distributed() or not values:
         return values
     keys = sorted(values)
-    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    device = _collective_device()
     stacked = torch.stack([values[k].detach().float().reshape(()).to(device) for k in keys])
     dist.all_reduce(stacked)
     stacked /= world_size()
@@ -156,7 +184,7 @@ def sum_counts(counts: Sequence[int]) -> list[int]:
     """Integer counts summed over ranks (evaluation hits and totals)."""
     if not is_distributed():
         return list(counts)
-    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    device = _collective_device()
     t = torch.tensor(list(counts), dtype=torch.int64, device=device)
     dist.all_reduce(t)
     return [int(v) for v in t.cpu()]

@@ -95,6 +95,19 @@ def _frozen_lines(frozen: dict[str, Any] | None) -> list[str]:
     return lines
 
 
+def _run_lines(configs: list[dict[str, Any]]) -> list[str]:
+    """Whole-run speed-ups: one cold epoch, then warm ones."""
+    rows = [c for c in configs if c.get("run_images_per_s")]
+    if not rows:
+        return []
+    lines = ["", f"Whole run of {rows[0]['epochs']} epochs (the first cold, the rest warm), against the reference "
+             "step:", "", "| student | precision | cold step | warm step | whole run |", "|---|---|---|---|---|"]
+    for c in rows:
+        lines.append(f"| {c['student']} | {c['precision']} | {_num(c['cold_speedup_vs_reference'], '.2f')}x | "
+                     f"{_num(c['speedup_vs_reference'], '.2f')}x | {_num(c['run_speedup_vs_reference'], '.2f')}x |")
+    return lines
+
+
 def to_markdown(report: dict[str, Any]) -> str:
     """The report as Markdown: setting, matmul ceiling, one table of steps, the loss checks, skips."""
     mach, s, res = report["machine"], report["settings"], report["settings"]["resolved"]
@@ -122,12 +135,17 @@ def to_markdown(report: dict[str, Any]) -> str:
             lines.append(_row(c["student"], c["reference"], 1.0))
             shown.add(c["student"])
         lines.append(_row(c["student"], c["optimized"], c["speedup_vs_reference"]))
+        if c.get("cold"):
+            lines.append(_row(c["student"], c["cold"], c.get("cold_speedup_vs_reference")))
         for sw in c["switches"].values():
             ratio = sw["images_per_s"] / c["reference_images_per_s"] if c["reference_images_per_s"] else None
             lines.append(_row(c["student"], sw, ratio))
-    lines += ["", "Split columns are milliseconds per step; `no-X` rows are the optimized step with switch X off. "
+    lines += ["", "Split columns are milliseconds per step; `optimized` has a warm clean-logit cache (every epoch "
+              "after the first), `cold` an empty one (the first epoch); `no-X` rows are the optimized step with switch X off. "
               "\"vs reference\" is images/s over the float32 reference step's. FLOPs count matrix multiplies, "
               "convolutions and attention (FlopCounterMode) over one whole step, attack included.", ""]
+    run = _run_lines(report["configurations"])
+    lines += run[1:] + [""] if run else []
     lines += ["## Same loss: optimized vs reference (float32, same models, batch and step)", "",
               "| student | optimized step | optimized loss | reference loss | relative difference | tolerance "
               "| x' elements differing | result |", "|---|---|---|---|---|---|---|---|"]

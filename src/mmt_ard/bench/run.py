@@ -33,8 +33,8 @@ from mmt_ard.bench.matmul import matmul_rate
 from mmt_ard.bench.reference import unsupported
 from mmt_ard.bench.report import machine_info
 from mmt_ard.bench.step import (
-    BenchModels, Measurement, RandomImages, Timed, build_reference, build_task, loss_check, measure_interleaved,
-    random_classifier,
+    PRECISIONS, BenchModels, Measurement, RandomImages, Timed, build_reference, build_task, loss_check,
+    measure_interleaved, random_classifier,
 )
 from mmt_ard.distill.fast import FastPathConfig
 from mmt_ard.distill.task import DistillationTask, InnerAttackConfig, LossConfig
@@ -82,7 +82,7 @@ class BenchConfig:
     inner_steps: int | None = None
     classes: int | None = None
     image_size: int | None = None
-    precision: str = "both"  # fp32 | bf16 | both
+    precision: str = "both"  # fp32 | bf16 | bf16-teachers, a comma list of them, both (fp32,bf16) or all
     force_bf16: bool = False
     device: str = "auto"
     steps: int = 5  # timed steps per measurement
@@ -90,6 +90,8 @@ class BenchConfig:
     strategy: str = "confidence"
     objective: str = "embedding-l2"
     switches: list[str] = field(default_factory=lambda: list(SWITCHES))  # fast-path switches to turn off one by one
+    cold: bool = True  # also time the optimized step with an empty clean-logit cache (a first epoch)
+    epochs: int = 2  # the whole-run speed-up: one cold epoch, then warm ones
     compile: bool = False  # torch.compile the towers in the optimized step
     seed: int = 0
     rtol: float = 1e-4  # same-loss check tolerance (relative)
@@ -108,19 +110,22 @@ class BenchConfig:
         p = Preset(teacher, students, self.batch if self.batch is not None else base.batch,
                    self.inner_steps if self.inner_steps is not None else base.inner_steps,
                    self.classes if self.classes is not None else base.classes, image_size)
-        for name, value, low in (("batch", p.batch, 1), ("inner steps", p.inner_steps, 0), ("classes", p.classes, 2),
+        for name, value, low in (("epochs", self.epochs, 1), ("batch", p.batch, 1), ("inner steps", p.inner_steps, 0), ("classes", p.classes, 2),
                                  ("image size", p.image_size, 8), ("steps", self.steps, 1), ("warmup", self.warmup, 0)):
             if value < low:
                 raise ConfigError(f"bench {name} must be >= {low}, got {value}")
-        if self.precision not in ("fp32", "bf16", "both"):
-            raise ConfigError(f"bench precision must be fp32, bf16 or both, got {self.precision!r}")
+        bad = [p for p in self.precisions() if p not in PRECISIONS]
+        if bad or not self.precisions():
+            raise ConfigError(f"bench precision must be {', '.join(PRECISIONS)} (or a comma list of them), both or "
+                              f"all; got {self.precision!r}")
         bad = [s for s in self.switches if s not in SWITCHES]
         if bad:
             raise ConfigError(f"unknown fast-path switch {bad[0]!r}; use any of {', '.join(SWITCHES)}")
         return p
 
     def precisions(self) -> list[str]:
-        return ["fp32", "bf16"] if self.precision == "both" else [self.precision]
+        named = {"both": "fp32,bf16", "all": ",".join(PRECISIONS)}.get(self.precision, self.precision)
+        return [p.strip() for p in named.split(",") if p.strip()]
 
 
 def _image_size(arch: str) -> int:
@@ -151,8 +156,9 @@ def frozen_teacher_forward(cfg: BenchConfig, preset: Preset, device: torch.devic
     """The teacher's frozen forward in float32 and both bf16 ways (:mod:`mmt_ard.bench.frozen`)."""
     teacher = random_classifier(preset.teacher, preset.classes, cfg.seed, device)
     params = sum(p.numel() for p in teacher.clip.visual.parameters())
-    variants = ["fp32"] if "fp32" in cfg.precisions() or "bf16" in cfg.precisions() else []
-    reason = bf16_skip_reason(cfg, device, params) if "bf16" in cfg.precisions() else "bf16 not asked for"
+    wants_bf16 = any(PRECISIONS[p][1] == "bf16" for p in cfg.precisions())
+    variants = ["fp32"]
+    reason = bf16_skip_reason(cfg, device, params) if wants_bf16 else "bf16 not asked for"
     if reason is None:
         variants += ["bf16-autocast", "bf16-held"]
     g = torch.Generator().manual_seed(cfg.seed)
@@ -161,6 +167,22 @@ def frozen_teacher_forward(cfg: BenchConfig, preset: Preset, device: torch.devic
     out = frozen_forward(teacher, images, tuple(variants), rounds=cfg.steps, warmup=max(cfg.warmup, 1))
     out.update(teacher=preset.teacher, vision_parameters=params, bf16_skipped=reason)
     return out
+
+
+def whole_run(row: dict[str, Any], epochs: int) -> dict[str, Any]:
+    """Images/s over a run of ``epochs`` epochs: the first with a cold cache, the rest warm.
+
+    The bench's optimized step has a warm cache; a real run's first epoch is cold (the clean
+    teacher runs and its logits are stored), so the speed-up over a whole run is less.
+    """
+    warm, cold = row["images_per_s"], (row["cold"] or {}).get("images_per_s")
+    if cold is None:
+        return {"epochs": epochs, "run_images_per_s": None, "run_speedup_vs_reference": None}
+    rate = epochs / (1 / cold + (epochs - 1) / warm)
+    ref = row["reference_images_per_s"]
+    return {"epochs": epochs, "cold_images_per_s": cold, "run_images_per_s": rate,
+            "cold_speedup_vs_reference": cold / ref if ref else None,
+            "run_speedup_vs_reference": rate / ref if ref else None}
 
 
 class _Runner:
@@ -172,7 +194,7 @@ class _Runner:
         self.data = RandomImages(2 * preset.batch, preset.image_size, preset.classes, preset.batch, device, cfg.seed)
 
     def _json(self, m: Measurement) -> dict[str, Any]:
-        return m.to_json(self.matmul[m.precision]["ceiling_gflops"])
+        return m.to_json(self.matmul[PRECISIONS[m.precision][1]]["ceiling_gflops"])  # the faster of the two
 
     def _timed_task(self, models: BenchModels, precision: str, fast: FastPathConfig, name: str) -> Timed:
         task = build_task(models, self.attack, self.loss, precision, fast, self.data, self.cache_root, self.cfg.seed)
@@ -187,10 +209,21 @@ class _Runner:
             out["cache_hit_rate"] = task.clean_cache.hit_rate
         return out
 
+    def _cold_task(self, models: BenchModels, precision: str, fast: FastPathConfig) -> Timed:
+        """The optimized step with its own clean-logit cache, emptied before every step: a first epoch."""
+        task = build_task(models, self.attack, self.loss, precision, fast, self.data, self.cache_root / "cold",
+                          self.cfg.seed)
+        timed = Timed(task, self.data, self.device, precision, "cold", self.cfg.steps + self.cfg.warmup + 1)
+        assert task.clean_cache is not None
+        timed.before_step = task.clean_cache.forget
+        return timed
+
     def _variants(self, models: BenchModels, precision: str, fast: FastPathConfig) -> list[tuple[str, Timed]]:
-        """The optimized step, then each fast-path switch off alone (native precisions only)."""
+        """The optimized step (warm cache), cold, then each fast-path switch off alone (native precisions only)."""
         out = [("optimized", self._timed_task(models, precision, fast, "optimized"))]
-        if precision == "bf16" and not bf16_native(self.device):
+        if self.cfg.cold and fast.cache_clean_logits:
+            out.append(("cold", self._cold_task(models, precision, fast)))
+        if precision != "fp32" and not bf16_native(self.device):
             return out
         for switch in self.cfg.switches:
             if switch == "channels_last" and not models.convolutional():
@@ -217,8 +250,8 @@ class _Runner:
         skipped, variants = [], {}
         bf16_reason = bf16_skip_reason(cfg, self.device, models.vision_parameters())
         for precision in cfg.precisions():
-            if precision == "bf16" and bf16_reason:
-                skipped.append({"student": student, "precision": "bf16", "reason": bf16_reason})
+            if precision != "fp32" and bf16_reason:
+                skipped.append({"student": student, "precision": precision, "reason": bf16_reason})
                 continue
             variants[precision] = self._variants(models, precision, fast)
             timeds += [t for _, t in variants[precision]]
@@ -240,10 +273,15 @@ class _Runner:
             row["loss_check"] = check  # float32, whatever this row's precision
             row["loss_check_channels_last"] = layout_check
             row["switches"] = {}
+            row["cold"] = None
             for switch, timed in offs:
                 m = self._task_json(timed, results[id(timed)])
+                if switch == "cold":
+                    row["cold"] = m
+                    continue
                 m["optimized_speedup"] = optimized["images_per_s"] / m["images_per_s"]
                 row["switches"][switch] = m
+            row.update(whole_run(row, cfg.epochs))
             configs.append(row)
         return configs, skipped
 

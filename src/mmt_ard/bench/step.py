@@ -32,6 +32,8 @@ from mmt_ard.training.batches import batch_indices, step_generator
 from mmt_ard.training.optim import OptimConfig, build_optimizer
 from mmt_ard.training.timing import Sections
 
+# a bench precision: (the student's, the teachers'); bf16-teachers holds the teachers in bf16, trains in float32
+PRECISIONS = {"fp32": ("fp32", "fp32"), "bf16": ("bf16", "bf16"), "bf16-teachers": ("fp32", "bf16")}
 SECTIONS = ("data", "teacher_clean", "attack", "teacher_adv", "student_forward", "student_backward", "optimizer")
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -133,7 +135,8 @@ def _sync(device: torch.device) -> None:
 
 
 def _autocast(device: torch.device, precision: str) -> torch.autocast:
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    """The loop's autocast for a bench precision: on where the student trains in bf16."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=PRECISIONS[precision][0] == "bf16")
 
 
 @dataclass
@@ -183,6 +186,7 @@ class Timed:
     def __init__(self, stepper: Stepper, data: RandomImages, device: torch.device, precision: str, name: str,
                  total_steps: int, grad_clip: float = 1.0) -> None:
         self.stepper, self.data, self.device, self.precision, self.name = stepper, data, device, precision, name
+        self.before_step: Any = None  # called before each step, outside its timing (e.g. empty a cache)
         named = stepper.named_trainable_parameters()
         self.params = [p for _, p in named]
         self.grad_clip = grad_clip
@@ -198,6 +202,8 @@ class Timed:
     def step(self, step: int) -> float:
         """One whole training step (data, forward, backward, optimizer); its wall time in seconds."""
         timer = self.timer
+        if self.before_step is not None:
+            self.before_step()
         _sync(self.device)
         t0 = time.perf_counter()
         with timer("data"):
@@ -268,13 +274,15 @@ def build_task(
     data: RandomImages, cache_root: Path, seed: int = 0,
 ) -> DistillationTask:
     """The optimized task on fresh copies of the models; with a warm clean-logit cache if ``fast`` says so."""
-    student, t_clean, t_adv = models.copies(teachers_too=fast.compile, precision=precision)
+    student_precision, teacher_precision = PRECISIONS[precision]
+    student, t_clean, t_adv = models.copies(teachers_too=fast.compile, precision=teacher_precision)
     cache = None
     if fast.cache_clean_logits:
         fast = replace(fast, cache_dir=str(cache_root))
-        cache = CleanLogitCache.open(cache_root, t_clean, data.fingerprint, len(data), precision)
+        cache = CleanLogitCache.open(cache_root, t_clean, data.fingerprint, len(data), teacher_precision)
     task = DistillationTask(student, t_clean, t_adv, copy.deepcopy(attack), copy.deepcopy(loss), seed=seed,
-                            precision=precision, fast=fast, clean_cache=cache)
+                            precision=student_precision, teacher_precision=teacher_precision, fast=fast,
+                            clean_cache=cache)
     prime_cache(task, data, precision)
     return task
 

@@ -19,7 +19,9 @@ def add_bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--inner-steps", dest="inner_steps", type=int, help="PGD steps of the training attack")
     p.add_argument("--classes", type=int, help="number of classes of the random zero-shot heads")
     p.add_argument("--image-size", dest="image_size", type=int, help="side of the random training images")
-    p.add_argument("--precision", default="both", help="fp32 | bf16 | both (default both)")
+    p.add_argument("--precision", default="both",
+                   help="fp32 | bf16 | bf16-teachers (bf16 teachers, float32 student) | a comma list | both "
+                        "(fp32,bf16; the default) | all")
     p.add_argument("--force-bf16", dest="force_bf16", action="store_true",
                    help="run the bf16 step of large models even without native bf16 (slow)")
     p.add_argument("--steps", type=int, default=5, help="timed steps per measurement (default 5)")
@@ -29,6 +31,10 @@ def add_bench_args(p: argparse.ArgumentParser) -> None:
                                                                  "kl-clean-teacher)")
     p.add_argument("--switches", default="cache,fuse,channels_last",
                    help="fast-path switches to time turned off one at a time; comma list or 'none'")
+    p.add_argument("--no-cold", dest="cold", action="store_false",
+                   help="do not time the cold step (empty clean-logit cache, as in a first epoch)")
+    p.add_argument("--epochs", type=int, default=2,
+                   help="epochs of the whole-run speed-up (one cold epoch, then warm ones; default 2)")
     p.add_argument("--compile", action="store_true", help="torch.compile the towers in the optimized step")
     p.add_argument("--matmul-seconds", dest="matmul_seconds", type=float, default=1.0,
                    help="time budget of each matmul-rate probe (default 1)")
@@ -47,6 +53,7 @@ def run(args: argparse.Namespace) -> None:
         inner_steps=args.inner_steps, classes=args.classes, image_size=args.image_size, precision=args.precision,
         force_bf16=args.force_bf16, device=args.device, steps=args.steps, warmup=args.warmup,
         strategy=args.strategy, objective=args.objective, switches=switches, compile=args.compile,
+        cold=args.cold, epochs=args.epochs,
         seed=args.seed, matmul_seconds=args.matmul_seconds,
     )
     print(write_report(run_bench(cfg), args.output))

@@ -13,6 +13,7 @@ gives captioned images. Images are float tensors in [0, 1], never normalized: mo
 
 from __future__ import annotations
 
+import io
 import logging
 import re
 from collections.abc import Callable
@@ -28,7 +29,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 from mmt_ard.data import world
 from mmt_ard.data.pipeline import Preprocess
 from mmt_ard.config import expand_env
-from mmt_ard.data.readable import UnreadableImage, read_or_substitute, report_non_images, strict_option
+from mmt_ard.data.readable import UnreadableImage, read_bytes, read_or_substitute, report_non_images, strict_option
 from mmt_ard.errors import UserError
 from mmt_ard.registry import Registry
 
@@ -300,9 +301,13 @@ class FolderImages(LabeledImages):
     def image(self, index: int) -> torch.Tensor:
         path = self.files[index]
         try:
-            with Image.open(path) as raw:
+            data = read_bytes(path)  # transient read errors are retried there
+        except OSError as err:
+            raise UnreadableImage(f"unreadable image {path} ({err})") from err
+        try:
+            with Image.open(io.BytesIO(data)) as raw:
                 img = raw.convert("RGB")
-        except (OSError, ValueError, Image.DecompressionBombError) as err:
+        except (OSError, ValueError, Image.DecompressionBombError) as err:  # decoding: the file is broken
             raise UnreadableImage(f"unreadable image {path} ({err})") from err
         return self._transform(img)
 

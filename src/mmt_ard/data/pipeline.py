@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.transforms import Compose, Normalize
 
 from mmt_ard.devices import to_device
+from mmt_ard.data.readable import SourceIndexed
 from mmt_ard.distributed import rank_slice
 from mmt_ard.errors import ConfigError
 
@@ -111,7 +112,8 @@ class StepBatches:
     """``step -> (images (B, 3, H, W), labels (B,))`` on ``device``, B the per-rank batch.
 
     With ``with_index=True`` a third element holds the data set indices (B,) int64 of the batch
-    (on the CPU), for per-image caches. Calls with consecutive steps stream from one DataLoader;
+    (on the CPU), for per-image caches: for data read from disk, the indices of the samples really
+    read (a bad file's substitute carries its own index, see data/readable.py). Calls with consecutive steps stream from one DataLoader;
     a jump (the first call, a resume) restarts the sampler at that step. On a GPU the batch is
     copied from page-locked memory without blocking the host.
     """
@@ -134,16 +136,18 @@ class StepBatches:
         from mmt_ard.training.batches import batch_indices, labeled_batch  # see StepBatchSampler
 
         idx = None
-        if self.in_memory or self.with_index:  # the sampler's indices of this step, recomputed
+        if self.in_memory:  # the sampler's indices of this step, recomputed
             idx = rank_slice(batch_indices(len(self.dataset), self.global_batch, self.seed, step))  # type: ignore[arg-type]
-        if self.in_memory:
             x, y = labeled_batch(self.dataset, idx)
         else:
             if self._it is None or step != self._next:
                 self._sampler.start = step
-                self._loader = self._loader or data_loader(self.dataset, self._sampler, self.cfg, self.device)
+                # with indices: those of the samples really read (a bad file's substitute has its own)
+                source = SourceIndexed(self.dataset) if self.with_index else self.dataset
+                self._loader = self._loader or data_loader(source, self._sampler, self.cfg, self.device)  # type: ignore[arg-type]
                 self._it = iter(self._loader)
-            x, y = next(self._it)
+            x, y, *rest = next(self._it)
+            idx = rest[0] if rest else None
             self._next = step + 1
         batch = (to_device(x, self.device), to_device(y, self.device))
         return (*batch, idx) if self.with_index else batch

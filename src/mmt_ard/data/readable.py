@@ -5,11 +5,20 @@ sample of the data set, label included, so batches keep their shape and stay a f
 (seed, step); each bad file is logged once per process with the running count. Files with a
 non-image extension in a class folder are left out when the data set is listed, and counted.
 With ``strict=true`` in the spec either case stops the run with the file's name.
+
+Reading is told apart from decoding: an ``OSError`` while *reading* a file's bytes (an NFS hiccup,
+EIO, too many open files) is retried with backoff (:func:`read_bytes`) before the file is called
+bad; only a file that still cannot be read, or whose bytes do not decode, is substituted. Whoever
+keeps per-image state (the clean-teacher logit cache) asks :func:`read_with_source` which sample
+was really read, so a substitute's values are never stored under the bad image's index.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
+import time
+from pathlib import Path
 from typing import Any, Protocol
 
 import torch
@@ -34,12 +43,38 @@ class DiskImages(Protocol):
     def __len__(self) -> int: ...
 
 
+# errors that say the file itself is not there or not readable by us: retrying cannot help
+PERMANENT = (errno.ENOENT, errno.EISDIR, errno.ENOTDIR, errno.EACCES, errno.EPERM, errno.ENAMETOOLONG, errno.ELOOP)
+RETRY_DELAYS = (0.05, 0.2, 1.0, 3.0)  # seconds before each retry of a transient read error
+
+
+def read_bytes(path: Path, delays: tuple[float, ...] = RETRY_DELAYS) -> bytes:
+    """The bytes of ``path``, retrying transient ``OSError``s with backoff; raises the last error."""
+    for attempt in range(len(delays) + 1):
+        try:
+            with open(path, "rb") as f:
+                return f.read()
+        except OSError as err:
+            if err.errno in PERMANENT or attempt == len(delays):
+                raise
+            log.warning("reading %s failed (%s); retry %d of %d in %.2f s", path, err, attempt + 1, len(delays),
+                        delays[attempt])
+            time.sleep(delays[attempt])
+    raise AssertionError("unreachable")
+
+
 def read_or_substitute(ds: DiskImages, index: int) -> tuple[torch.Tensor, int]:
     """``(image, label)`` of sample ``index``, or of the next readable sample if it is bad."""
+    image, label, _ = read_with_source(ds, index)
+    return image, label
+
+
+def read_with_source(ds: DiskImages, index: int) -> tuple[torch.Tensor, int, int]:
+    """``(image, label, source)``: sample ``index``, or the next readable one; ``source`` is the one read."""
     for k in range(len(ds)):
         j = (index + k) % len(ds)
         try:
-            return ds.image(j), int(ds.labels[j])
+            return ds.image(j), int(ds.labels[j]), j
         except UnreadableImage as err:
             if ds.strict:
                 raise UserError(f"{err}; remove or replace the file (or drop strict=true to skip such files)") from None
@@ -64,3 +99,22 @@ def report_non_images(skipped: list[str], strict: bool, root: object) -> None:
     if strict:
         raise UserError(f"{skipped[0]} is not an image file; move it out of {root} (or drop strict=true to skip it)")
     log.warning("left out %d non-image file(s) in %s (first: %s)", len(skipped), root, skipped[0])
+
+
+class SourceIndexed:
+    """A data set's samples as ``(image, label, source)``, ``source`` the index of the sample really read.
+
+    For disk data sets that substitute bad files; for others ``source`` is the index asked for.
+    """
+
+    def __init__(self, ds: Any) -> None:
+        self.ds = ds
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
+        if hasattr(self.ds, "skipped") and hasattr(self.ds, "image"):
+            return read_with_source(self.ds, index)
+        image, label = self.ds[index]
+        return image, int(label), index

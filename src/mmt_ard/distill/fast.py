@@ -10,6 +10,8 @@ Each switch is measured by ``mmt-ard bench`` (see the README's Performance secti
   exact: no BatchNorm in training mode (batch statistics would mix the views) and no active
   dropout (one pass draws other masks than two).
 * ``channels_last``: convolutional (ResNet) towers in channels-last memory format.
+* ``teacher_precision``: the frozen teachers' precision apart from the student's (see
+  :mod:`mmt_ard.training.precision`).
 * ``compile``: ``torch.compile`` the vision towers (off by default: compilation takes minutes
   for large models and pays off only on long runs).
 """
@@ -20,6 +22,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from mmt_ard.errors import ConfigError
 
 
 @dataclass
@@ -32,6 +36,14 @@ class FastPathConfig:
     channels_last: bool = True
     compile: bool = False
     compile_backend: str = "inductor"  # a torch.compile backend ("eager" only traces: for tests)
+    # the frozen teachers' precision: "" = loop.precision; bf16 with loop.precision=fp32 holds the teachers
+    # in bf16 and trains the student in float32 (bf16 falls back to float32 where it is not native)
+    teacher_precision: str = ""
+
+    def validate(self) -> None:
+        if self.teacher_precision not in ("", "fp32", "bf16"):
+            raise ConfigError(f"fast.teacher_precision must be fp32, bf16 or empty (= loop.precision), "
+                              f"got {self.teacher_precision!r}")
 
 
 def views_are_independent(model: nn.Module) -> bool:

@@ -10,9 +10,14 @@ resumed run, another strategy distilled from the same teachers) they are read.
 The cache key is a hash of everything the logits depend on: every weight of the teacher and its
 zero-shot head, its input resolution and normalization, the data set's fingerprint (content or
 files, and the transform) and the precision. Change any of them and a new cache starts; nothing
-stale is ever read. A row's flag is set only after its logits are written, so a run killed
-mid-write leaves that row to be recomputed. Under ``torchrun`` each rank keeps its own file
-(``rank{r}of{w}``): ranks may sit on different machines that share the cache directory.
+stale is ever read. A row's flag reaches the disk only after its logits have (:meth:`CleanLogitCache.flush`),
+so a run killed mid-write, or a machine that loses power, leaves that row to be recomputed.
+
+Under ``torchrun`` the ranks fill one cache together: each step's rows are gathered from every rank
+and every rank stores all of them (:meth:`CleanLogitCache.exchange`), so from the second epoch on
+every rank's lookups hit, whether the ranks share the cache directory (one node, a shared file
+system) or each has its own (nodes with local disks). The exchange costs one all-gather of the
+step's logits (B x C floats) while some row is missing on some rank, and nothing after.
 """
 
 from __future__ import annotations
@@ -20,6 +25,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +40,8 @@ from mmt_ard.models.zeroshot import update_with_tensors
 
 log = logging.getLogger(__name__)
 
-FORMAT = "clean-logits-v1"
+FORMAT = "clean-logits-v2"  # v2: logits and flags in one file, flags durable after their logits
+FILE_NAME = "clean-logits.bin"
 
 
 def teacher_digest(teacher: ZeroShotClassifier) -> str:
@@ -51,28 +60,60 @@ def cache_key(teacher: ZeroShotClassifier, data_fingerprint: str, precision: str
 
 
 class CleanLogitCache:
-    """Memory-mapped (N, C) float32 logits and (N,) filled flags in ``directory``."""
+    """Memory-mapped (N, C) float32 logits and (N,) filled flags in one file in ``directory``.
+
+    One file set per cache, whatever the world size: every rank stores every row of the global
+    batch (rows are exchanged between ranks, :meth:`exchange`), so each rank's files hold the whole
+    data set after one epoch, on storage the ranks share or not. Several processes may open, fill
+    and read one cache at the same time: the files are created under unique temporary names and
+    linked into place (the first link wins, the others open the winner's), every writer writes the
+    same values for a row, and a row's flag is set only after its logits are on disk (:meth:`flush`),
+    so a reader never sees a flag without its logits, after a crash or a power loss included.
+    """
+
+    FLUSH_SECONDS = 30.0  # pending flags become durable (and visible to other processes) this often
 
     def __init__(self, directory: Path, n: int, num_classes: int) -> None:
         self.directory = directory
         self.n, self.num_classes = n, num_classes
-        suffix = f".rank{distributed.rank()}of{distributed.world_size()}" if distributed.world_size() > 1 else ""
-        self.logits = self._open(directory / f"logits{suffix}.f32", np.float32, (n, num_classes))
-        self.filled = self._open(directory / f"filled{suffix}.u8", np.uint8, (n,))
+        # one file: logits (N, C) float32, then flags (N,) uint8, so both always come from the same file
+        path = self._create(directory / FILE_NAME, n * num_classes * 4 + n)
+        self.logits = np.memmap(path, dtype=np.float32, mode="r+", shape=(n, num_classes))
+        self.filled = np.memmap(path, dtype=np.uint8, mode="r+", shape=(n,), offset=n * num_classes * 4)
         self.hits = 0
         self.misses = 0
         self.last_hit_rate = 0.0  # of the last lookup
         self._pending: list[tuple[np.ndarray, torch.Tensor, torch.cuda.Event | None]] = []
+        self._written = np.zeros(n, dtype=bool)  # rows this process wrote whose flags are not yet on disk
+        self._last_flush = time.monotonic()
+        # the rows every rank holds, identical on all ranks: decides the collective row exchange
+        self.known = distributed.all_ranks_have(torch.from_numpy(self.filled[:].astype(bool))).numpy()
 
     @staticmethod
-    def _open(path: Path, dtype: type, shape: tuple[int, ...]) -> np.memmap:
-        size = int(np.prod(shape)) * np.dtype(dtype).itemsize
-        if not path.is_file() or path.stat().st_size != size:  # new, or torn by a crash while created
-            tmp = path.with_name(path.name + ".tmp")
-            with open(tmp, "wb") as f:
-                f.truncate(size)  # sparse zeros: nothing filled yet
-            tmp.replace(path)
-        return np.memmap(path, dtype=dtype, mode="r+", shape=shape)
+    def _create(path: Path, size: int) -> Path:
+        """``path`` of ``size`` bytes, created whole under a unique name and linked in (the first link wins).
+
+        A file of another size (torn by a crash under an older version, or not this cache's) is
+        replaced by a new one the same way; a process that still maps the old one writes logits and
+        flags into it together, and nobody reads it any more.
+        """
+        if path.is_file() and path.stat().st_size == size:
+            return path
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            os.ftruncate(fd, size)  # sparse zeros: nothing filled yet
+            os.close(fd)
+            if path.is_file():
+                log.warning("the cache file %s has the wrong size; starting it afresh", path)
+                os.replace(tmp, path)
+            else:
+                try:
+                    os.link(tmp, path)
+                except FileExistsError:
+                    pass  # another process created it first: use theirs
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+        return path
 
     @classmethod
     def open(
@@ -97,7 +138,7 @@ class CleanLogitCache:
         """Cached logits (B, C) float32 on the CPU (zeros where missing) and the hit mask (B,) bool."""
         self._write_pending()
         rows = idx.detach().cpu().numpy()
-        filled = self.filled[rows].astype(bool)  # numpy throughout: no tensor is read on the host
+        filled = self.filled[rows].astype(bool) | self._written[rows]  # numpy throughout: no tensor read
         logits = torch.from_numpy(np.ascontiguousarray(self.logits[rows]))
         n_hit = int(filled.sum())
         hit = torch.from_numpy(filled)
@@ -106,10 +147,32 @@ class CleanLogitCache:
         self.last_hit_rate = n_hit / max(len(rows), 1)
         return logits, hit
 
+    @property
+    def complete(self) -> bool:
+        """Whether every rank holds every row (then no rows need exchanging); the same on every rank."""
+        return bool(self.known.all())
+
+    def exchange(self, idx: torch.Tensor, logits: torch.Tensor) -> None:
+        """Store every rank's rows of this step (a collective under torchrun: all ranks call it together).
+
+        ``idx`` (B,) and ``logits`` (B, C) are this rank's; rows every rank already holds are skipped.
+        """
+        all_idx = distributed.all_gather_rows(idx.to(logits.device)).cpu()
+        all_logits = distributed.all_gather_rows(logits.detach().float())
+        rows = all_idx.numpy()
+        _, first = np.unique(rows, return_index=True)  # a row twice in a global batch: store it once
+        new = first[~self.known[rows[first]]]
+        if len(new):
+            keep = torch.from_numpy(new)
+            self.store(all_idx[keep], all_logits[keep.to(all_logits.device)])
+        self.known[rows] = True
+
     def store(self, idx: torch.Tensor, logits: torch.Tensor) -> None:
         """Record ``logits`` (B, C) of images ``idx``; written to disk without waiting on the device."""
         rows = idx.detach().cpu().numpy()
         values = logits.detach().float()
+        if distributed.world_size() == 1:
+            self.known[rows] = True
         if values.device.type == "cuda":
             host = torch.empty(values.shape, dtype=torch.float32, pin_memory=True)
             host.copy_(values, non_blocking=True)
@@ -124,13 +187,28 @@ class CleanLogitCache:
             if event is not None:
                 event.synchronize()  # recorded a step ago: long done
             self.logits[rows] = host.numpy()
-            self.filled[rows] = 1  # after the logits: a torn write leaves the row unfilled
+            self._written[rows] = True  # seen by this process's lookups; the flag on disk waits for flush()
         self._pending.clear()
+        if self._written.any() and time.monotonic() - self._last_flush > self.FLUSH_SECONDS:
+            self.flush()
 
     def flush(self) -> None:
-        """Write what is pending and push the files to disk."""
+        """Write what is pending, make the logits durable, then their flags (never the other way round)."""
         self._write_pending()
-        self.logits.flush()
+        self.logits.flush()  # msync: the logits reach the disk first ...
+        rows = np.flatnonzero(self._written)
+        if len(rows):
+            self.filled[rows] = 1  # ... and only then the flags that say they are there
+            self._written[rows] = False
+        self.filled.flush()
+        self._last_flush = time.monotonic()
+
+    def forget(self) -> None:
+        """Empty the cache (every flag cleared, on disk too): the bench's cold first-epoch step."""
+        self._pending.clear()
+        self._written[:] = False
+        self.known[:] = False
+        self.filled[:] = 0
         self.filled.flush()
 
     @property

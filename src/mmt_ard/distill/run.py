@@ -12,6 +12,7 @@ import torch
 from mmt_ard.data import LabeledImages, build_dataset
 from mmt_ard.data.fingerprint import data_fingerprint
 from mmt_ard.data.pipeline import StepBatches, use_model_preprocess
+from mmt_ard.config import expand_env
 from mmt_ard.distill.fast import FastPathConfig
 from mmt_ard.distill.logit_cache import CleanLogitCache
 from mmt_ard.distill.lora import LoraConfig, apply_lora, is_lora, merged_copy, save_adapters
@@ -22,6 +23,7 @@ from mmt_ard.models.export import export_open_clip
 from mmt_ard.training.finetune import validation_eval
 from mmt_ard.training.loop import LoopConfig, resolve_loop, train_and_export, validation_metrics
 from mmt_ard.training.optim import OptimConfig, cosine_lr_factor
+from mmt_ard.training.precision import effective_precision
 from mmt_ard.training.run import RunDir
 
 log = logging.getLogger(__name__)
@@ -45,8 +47,14 @@ class DistillConfig:
     fast: FastPathConfig = field(default_factory=FastPathConfig)
 
 
-def build_task(cfg: DistillConfig, ds: LabeledImages, device: torch.device, heads: TextHeadCache) -> DistillationTask:
-    """Load student and teachers, give each its own zero-shot head for ``ds``, and assemble the task."""
+def build_task(
+    cfg: DistillConfig, ds: LabeledImages, device: torch.device, heads: TextHeadCache, teacher_precision: str = ""
+) -> DistillationTask:
+    """Load student and teachers, give each its own zero-shot head for ``ds``, and assemble the task.
+
+    ``teacher_precision`` is the resolved precision of the teachers ("" = ``cfg.loop.precision``).
+    """
+    teacher_precision = teacher_precision or cfg.loop.precision
 
     def classifier(spec: ModelSpec) -> ZeroShotClassifier:
         clip = load_clip(spec, device=device)
@@ -63,11 +71,12 @@ def build_task(cfg: DistillConfig, ds: LabeledImages, device: torch.device, head
     teacher_clean = classifier(cfg.teacher_clean)
     cache = None
     if cfg.fast.cache_clean_logits:
-        root = Path(cfg.fast.cache_dir) if cfg.fast.cache_dir else default_cache_dir() / "teacher-logits"
-        cache = CleanLogitCache.open(root, teacher_clean, data_fingerprint(ds), len(ds), cfg.loop.precision)
+        # $VARS expand: e.g. a node-local directory per node (rows are exchanged, storage need not be shared)
+        root = Path(expand_env(cfg.fast.cache_dir)) if cfg.fast.cache_dir else default_cache_dir() / "teacher-logits"
+        cache = CleanLogitCache.open(root, teacher_clean, data_fingerprint(ds), len(ds), teacher_precision)
     return DistillationTask(
         student, teacher_clean, classifier(cfg.teacher_adv), cfg.attack, cfg.loss,
-        seed=cfg.loop.seed, precision=cfg.loop.precision,
+        seed=cfg.loop.seed, precision=cfg.loop.precision, teacher_precision=teacher_precision,
         lr_scale=lambda step: cosine_lr_factor(step, cfg.optim.steps, warmup, cfg.optim.min_lr_ratio),
         fast=cfg.fast, clean_cache=cache,
     ).to(device)
@@ -79,12 +88,16 @@ def run_distill(cfg: DistillConfig, resume: bool = False, overwrite: bool = Fals
     cfg.loss.validate()
     cfg.optim.validate()
     cfg.eval.validate()
+    cfg.fast.validate()
     check_datasets(cfg.eval)
     device = resolve_loop(cfg.loop)
+    teacher_precision = effective_precision(cfg.fast.teacher_precision or cfg.loop.precision, device,
+                                            cfg.loop.force_bf16)
+    cfg.fast.teacher_precision = teacher_precision  # the run folder's config says what ran, as for loop.precision
     torch.manual_seed(cfg.loop.seed)
     heads = TextHeadCache(default_cache_dir())
     ds = build_dataset(cfg.data)
-    task = build_task(cfg, ds, device, heads)
+    task = build_task(cfg, ds, device, heads, teacher_precision)
     run = RunDir(cfg.output, cfg, resume=resume, overwrite=overwrite)
     clip = task.student.clip
 

@@ -14,7 +14,9 @@ ResNet towers channels-last; ``timer`` (training/timing.py) measures each part f
 Teachers are wrapped in :class:`~mmt_ard.models.frozen.Frozen`: ``task.train()`` never reaches
 them, so their BatchNorm statistics and weights cannot change. With ``precision="bf16"`` their
 vision towers are cast to bf16 once (in place: pass copies if you need the float32 models again)
-and run with autocast off; the student trains under the loop's bf16 autocast. All comparisons between models
+and run with autocast off; the student trains under the loop's bf16 autocast.
+``teacher_precision`` sets the teachers' precision apart from the student's (``fast.teacher_precision``):
+bf16 teachers with a float32 student, where bf16 autocast does not pay for the student. All comparisons between models
 are in class-logit space, so teachers and student may have different embedding sizes.
 """
 
@@ -24,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -33,6 +36,7 @@ from mmt_ard.attacks.objectives import ObjectiveFn, check_random_start
 from mmt_ard.devices import to_device
 from mmt_ard.distill.fast import FastPathConfig, compile_tower, to_channels_last, views_are_independent
 from mmt_ard.distill.logit_cache import CleanLogitCache
+from mmt_ard import distributed
 from mmt_ard.distributed import skip_to_rank
 from mmt_ard.distill.strategies import (
     DistillLogits, StrategyConfig, build_strategy, check_strategy_options, confidence,
@@ -120,6 +124,7 @@ class DistillationTask(nn.Module):
         loss: LossConfig,
         seed: int = 0,
         precision: str = "fp32",
+        teacher_precision: str | None = None,
         lr_scale: Callable[[int], float] = lambda step: 1.0,
         fast: FastPathConfig | None = None,
         clean_cache: CleanLogitCache | None = None,
@@ -132,7 +137,8 @@ class DistillationTask(nn.Module):
         loss.validate()
         self.student = student
         # under bf16 the teachers' vision towers are held in bf16 (cast once; heads stay float32)
-        low = compute_dtype(precision)
+        self.teacher_precision = teacher_precision or precision
+        low = compute_dtype(self.teacher_precision)
         self.teacher_clean: Frozen = frozen_in(teacher_clean, low, _tower(teacher_clean))
         self.teacher_adv: Frozen = frozen_in(teacher_adv, low, _tower(teacher_adv))
         self.attack_cfg = attack
@@ -165,23 +171,27 @@ class DistillationTask(nn.Module):
         return pgd(self.student, x, objective, self.attack_cfg, precision=self.precision, generator=gen)
 
     def clean_teacher_logits(self, x: torch.Tensor, idx: torch.Tensor | None) -> torch.Tensor:
-        """``z_Torg(x)`` (B, C): from the cache where it holds them, else computed (and stored)."""
-        if self.clean_cache is None or idx is None:
+        """``z_Torg(x)`` (B, C): from the cache where it holds the whole batch, else computed (and stored).
+
+        On any miss the teacher runs on the whole batch: a fixed shape (a compiled teacher does not
+        recompile) and exactly the computation of a run without the cache. Under torchrun the rows
+        are exchanged between ranks until every rank holds every row (see distill/logit_cache.py).
+        """
+        cache = self.clean_cache
+        if cache is None or idx is None:
             with torch.no_grad():
                 return self.teacher_clean(x)
-        cached, hit = self.clean_cache.lookup(idx)  # on the host: no device sync
-        if self.clean_cache.last_hit_rate == 0.0:  # nothing cached (the first epoch): the plain forward
+        cached, hit = cache.lookup(idx)  # on the host: no device sync
+        if cache.last_hit_rate == 1.0:
+            logits = to_device(cached, x.device)
+        else:
             with torch.no_grad():
-                fresh = self.teacher_clean(x)
-            self.clean_cache.store(idx, fresh)
-            return fresh
-        logits = to_device(cached, x.device)
-        if self.clean_cache.last_hit_rate < 1.0:
-            miss = torch.from_numpy((~hit).numpy().nonzero()[0])  # host arrays, no tensor reads
-            with torch.no_grad():
-                fresh = self.teacher_clean(x[to_device(miss, x.device)])
-            self.clean_cache.store(idx[miss], fresh)
-            logits[to_device(miss, x.device)] = fresh.float()
+                logits = self.teacher_clean(x)
+            if distributed.world_size() == 1:
+                miss = torch.from_numpy(np.flatnonzero(~hit.numpy()))  # host arrays, no tensor reads
+                cache.store(idx[miss], logits[to_device(miss, x.device)])
+        if distributed.world_size() > 1 and not cache.complete:  # the same decision on every rank
+            cache.exchange(idx, logits)
         return logits
 
     def student_views(self, x: torch.Tensor, x_adv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
