@@ -12,6 +12,7 @@ import errno
 import json
 import multiprocessing as mp
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -49,11 +50,15 @@ def hits_per_step(run: Path) -> dict[int, float]:
     return {r["step"]: r["clean_cache_hits"] for r in rows if r["split"] == "train"}
 
 
-@pytest.mark.parametrize("per_rank_roots", [False, True], ids=["shared-directory", "one-directory-per-rank"])
-def test_every_rank_hits_from_the_second_epoch_on(tmp_path, per_rank_roots):
+def test_every_rank_hits_from_the_second_epoch_on(tmp_path):
+    """Two gloo processes, each with its own cache directory: two nodes without shared storage.
+
+    (Ranks sharing one directory fill one file together: the same exchange, plus two writers of one
+    file, which test_two_processes_filling_one_new_cache_never_flag_a_row_without_its_logits covers.)
+    """
     src = str(Path(mmt_ard.__file__).resolve().parents[1])
     env = {**os.environ, "PYTHONPATH": src, "OMP_NUM_THREADS": "1"}
-    cache = str(tmp_path / "cache" / ("node${LOCAL_RANK}" if per_rank_roots else "shared"))
+    cache = str(tmp_path / "cache" / "node${LOCAL_RANK}")  # expanded by each rank
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "mmt_ard.cli.main", "distill", "--output", str(tmp_path / "two"), "student.arch=mmt-vit-s",
            "teacher_clean.arch=mmt-rn-s", "teacher_adv.arch=mmt-vit-s", *EPOCHS, f"fast.cache_dir={cache}"]
@@ -62,12 +67,11 @@ def test_every_rank_hits_from_the_second_epoch_on(tmp_path, per_rank_roots):
     hits = hits_per_step(tmp_path / "two")  # the mean over both ranks of each rank's hit rate
     assert [hits[s] for s in (1, 2, 3, 4)] == [0.0] * 4  # epoch 1: cold
     assert [hits[s] for s in (5, 6, 7, 8)] == [1.0] * 4  # epoch 2: both ranks hit every row (mean 1 = both 1)
-    roots = [tmp_path / "cache" / f"node{r}" for r in (0, 1)] if per_rank_roots else [tmp_path / "cache" / "shared"]
+    roots = [tmp_path / "cache" / f"node{r}" for r in (0, 1)]
     for root in roots:  # each rank's own directory holds every row: rows came from the other rank too
         logits, filled = cache_rows(root)
         assert filled.all() and np.abs(logits).sum(1).min() > 0
-    if per_rank_roots:
-        assert np.array_equal(cache_rows(roots[0])[0], cache_rows(roots[1])[0])
+    assert np.array_equal(cache_rows(roots[0])[0], cache_rows(roots[1])[0])
     # the same run without the cache in one process: the same weights to the torchrun tolerance
     run_distill(tiny_cfg(tmp_path / "one", *EPOCHS, "fast.cache_clean_logits=false"))
     diff = max_difference(checkpoint_model(tmp_path / "one"), checkpoint_model(tmp_path / "two"))
@@ -95,10 +99,22 @@ def folder_run(tmp_path: Path, name: str, data: Path) -> tuple[np.ndarray, np.nd
     return cache_rows(root)
 
 
-def test_a_transient_read_error_is_retried_and_the_row_is_that_images(tmp_path, monkeypatch):
-    write_folder(tmp_path / "data")
-    clean_logits, clean_filled = folder_run(tmp_path, "clean", tmp_path / "data")
-    target = tmp_path / "data" / "blue square" / "1.png"
+@pytest.fixture(scope="module")
+def clean_folder_run(tmp_path_factory):
+    """The image folder and the cache rows of a run on it without faults (the tests below compare with it)."""
+    tmp = tmp_path_factory.mktemp("folder")
+    write_folder(tmp / "data")
+    return tmp / "data", folder_run(tmp, "clean", tmp / "data")
+
+
+def copy_of(data: Path, tmp_path: Path) -> Path:
+    shutil.copytree(data, tmp_path / "data")
+    return tmp_path / "data"
+
+
+def test_a_transient_read_error_is_retried_and_the_row_is_that_images(tmp_path, monkeypatch, clean_folder_run):
+    data, (clean_logits, clean_filled) = clean_folder_run
+    target = data / "blue square" / "1.png"
     real_open = open
     failures = []
 
@@ -110,18 +126,18 @@ def test_a_transient_read_error_is_retried_and_the_row_is_that_images(tmp_path, 
 
     monkeypatch.setattr(readable, "open", flaky_open, raising=False)  # read_bytes' open only
     monkeypatch.setattr(readable, "RETRY_DELAYS", (0.0, 0.0))
-    logits, filled = folder_run(tmp_path, "flaky", tmp_path / "data")
+    logits, filled = folder_run(tmp_path, "flaky", data)
     assert failures == [target]  # the fault happened, on the first read of that image
     assert filled.all() and clean_filled.all()
     assert np.array_equal(logits, clean_logits)  # every row is its own image's (no neighbour stored under it)
 
 
-def test_a_broken_files_substitute_is_stored_under_its_own_row_only(tmp_path):
-    write_folder(tmp_path / "data")
-    clean_logits, _ = folder_run(tmp_path, "clean", tmp_path / "data")
-    broken = tmp_path / "data" / "blue square" / "1.png"  # sample 1 of 8 (classes sorted, then files)
+def test_a_broken_files_substitute_is_stored_under_its_own_row_only(tmp_path, clean_folder_run):
+    data, (clean_logits, _) = clean_folder_run
+    data = copy_of(data, tmp_path)  # same files, sizes and mtimes: the same data fingerprint until broken
+    broken = data / "blue square" / "1.png"  # sample 1 of 8 (classes sorted, then files)
     broken.write_bytes(b"not an image")
-    logits, filled = folder_run(tmp_path, "broken", tmp_path / "data")
+    logits, filled = folder_run(tmp_path, "broken", data)
     assert not filled[1]  # the broken image's row is never filled with its substitute's logits
     assert filled[2] and np.array_equal(logits[2], clean_logits[2])  # the substitute (the next one) has its own
     keep = np.arange(8) != 1
@@ -167,7 +183,7 @@ def _fill_concurrently(directory: str, seed: int, start, done) -> None:  # type:
 
 
 def test_two_processes_filling_one_new_cache_never_flag_a_row_without_its_logits(tmp_path):
-    ctx = mp.get_context("spawn")
+    ctx = mp.get_context("fork")  # no interpreter start per process; the children use numpy and tiny tensors
     start, done = ctx.Barrier(2), ctx.Queue()
     procs = [ctx.Process(target=_fill_concurrently, args=(str(tmp_path), seed, start, done)) for seed in (0, 1)]
     for p in procs:
@@ -193,3 +209,12 @@ def test_flags_reach_the_disk_after_their_logits(tmp_path, monkeypatch):
     assert hit.all() and int(cache.filled[:].sum()) == 0  # this process sees its rows; the disk flags wait
     cache.flush()
     assert order == [("logits", 0), ("flags", 5)]  # logits made durable while no flag was set, then the flags
+
+
+def test_pending_flags_are_flushed_periodically(tmp_path, monkeypatch):
+    cache = CleanLogitCache(tmp_path, N, C)
+    monkeypatch.setattr(CleanLogitCache, "FLUSH_SECONDS", 0.0)  # every write is past due
+    rows = np.arange(3)
+    cache.store(torch.from_numpy(rows), torch.from_numpy(expected(rows)))
+    cache.lookup(torch.from_numpy(rows))  # writes the pending rows, then flushes them (once: no recursion)
+    assert int(np.asarray(CleanLogitCache(tmp_path, N, C).filled[:]).sum()) == 3  # another process sees them

@@ -182,19 +182,19 @@ class CleanLogitCache:
         else:
             self._pending.append((rows, values.clone(), None))
 
-    def _write_pending(self) -> None:
+    def _write_pending(self, periodic_flush: bool = True) -> None:
         for rows, host, event in self._pending:
             if event is not None:
                 event.synchronize()  # recorded a step ago: long done
             self.logits[rows] = host.numpy()
             self._written[rows] = True  # seen by this process's lookups; the flag on disk waits for flush()
         self._pending.clear()
-        if self._written.any() and time.monotonic() - self._last_flush > self.FLUSH_SECONDS:
+        if periodic_flush and self._written.any() and time.monotonic() - self._last_flush > self.FLUSH_SECONDS:
             self.flush()
 
     def flush(self) -> None:
         """Write what is pending, make the logits durable, then their flags (never the other way round)."""
-        self._write_pending()
+        self._write_pending(periodic_flush=False)
         self.logits.flush()  # msync: the logits reach the disk first ...
         rows = np.flatnonzero(self._written)
         if len(rows):

@@ -93,7 +93,8 @@ def run_distill(cfg: DistillConfig, resume: bool = False, overwrite: bool = Fals
     device = resolve_loop(cfg.loop)
     teacher_precision = effective_precision(cfg.fast.teacher_precision or cfg.loop.precision, device,
                                             cfg.loop.force_bf16)
-    cfg.fast.teacher_precision = teacher_precision  # the run folder's config says what ran, as for loop.precision
+    if cfg.fast.teacher_precision:  # asked for apart from loop.precision: the run folder says what ran
+        cfg.fast.teacher_precision = teacher_precision
     torch.manual_seed(cfg.loop.seed)
     heads = TextHeadCache(default_cache_dir())
     ds = build_dataset(cfg.data)
