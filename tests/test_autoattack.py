@@ -1,15 +1,18 @@
 """Evaluation attacks: APGD from pyautoattack on our classifiers, the per-sample chain, resume."""
 
+from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
-from mmt_ard.errors import UserError
+from mmt_ard.cli.main import main
+from mmt_ard.errors import ConfigError, UserError
 from mmt_ard.evaluation import EvalConfig, accuracy_under_attack, evaluate_model
 from mmt_ard.evaluation import autoattack as aa
 from mmt_ard.evaluation.attacks import EVAL_ATTACKS, AttackContext, AttackTrace, attack_survivors
 
-from .conftest import tiny_classifier
+from .conftest import tiny_classifier, tiny_clip
 
 EPS = 8 / 255
 
@@ -140,3 +143,38 @@ def test_gap_table_puts_pgd_next_to_the_worst_case():
     res = {"attack": "pgd+autoattack", "racc": {"1/255": 25.0}, "racc_by_attack": {"pgd": {"1/255": 30.0}}}
     assert "| m | 1/255 | 30.00 | 25.00 | 5.00 |" in attack_gap_table({"m": res})
     assert attack_gap_table({"m": {**res, "attack": "autoattack"}}) == ""  # no PGD-alone number to compare
+
+
+def three_class_folder(root: Path) -> Path:
+    for c, name in enumerate(["red circle", "blue square", "green triangle"]):
+        (root / name).mkdir(parents=True)
+        for i in range(2):
+            img = torch.zeros(32, 32, 3, dtype=torch.uint8)
+            img[8:24, 8:24, c] = 255 - 40 * i
+            Image.fromarray(img.numpy()).save(root / name / f"{i}.png")
+    return root
+
+
+@pytest.mark.parametrize("attack", ["apgd-t", "pgd+autoattack"])
+def test_apgd_t_on_fewer_than_4_classes_is_an_error_before_anything_runs(tmp_path, capsys, monkeypatch, attack):
+    data = three_class_folder(tmp_path / "three")
+    loaded = []
+    monkeypatch.setattr("mmt_ard.cli.evaluate.load_clip", lambda *a, **k: loaded.append(a))
+    args = ["evaluate", "--model", "m=mmt-vit-s", "--output", str(tmp_path / "out"), "--attack", attack,
+            f"eval.dataset=folder:{data}:size=32", "eval.zero_shot=[]", "eval.sanity=false"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "needs at least 4 classes" in err and "eval.skip_unrunnable=true" in err and "3 classes" in err
+    assert loaded == [] and not (tmp_path / "out" / "results.json").exists()  # nothing ran
+
+
+def test_a_chain_skips_apgd_t_only_when_asked_and_says_so(tmp_path):
+    data = three_class_folder(tmp_path / "three")
+    cfg = EvalConfig(dataset=f"folder:{data}:size=32", zero_shot=[], eps=[2 / 255], steps=2, attack="pgd+autoattack",
+                     apgd_iterations=2, sanity=False, skip_unrunnable=True)
+    r = evaluate_model(tiny_clip("mmt-vit-s"), cfg, name="m")
+    assert r["skipped_attacks"] == {"three": ["autoattack (APGD-T: 3 classes, needs 4)"]}
+    assert 0 <= r["racc"]["2/255"] <= r["acc"]
+    cfg.skip_unrunnable = False
+    with pytest.raises(ConfigError, match="needs at least 4 classes"):
+        evaluate_model(tiny_clip("mmt-vit-s"), cfg, name="m")

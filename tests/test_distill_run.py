@@ -86,43 +86,44 @@ def test_validation_during_training_skips_the_sanity_suite(tmp_path, monkeypatch
 
 OPEN_CLIP_ONLY = """
 import json, sys, torch, open_clip
-folder, arch_json = sys.argv[1], sys.argv[2]
-m1 = open_clip.create_model("local-dir:" + folder)
+arch_json, folders = sys.argv[1], sys.argv[2:]
 open_clip.add_model_config(arch_json)
-arch = json.load(open(folder + "/open_clip_config.json"))["arch"]
-m2 = open_clip.create_model(arch, pretrained=folder + "/open_clip_model.safetensors")
-x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-pre = open_clip.get_model_preprocess_cfg(m1)
-x = (x - torch.tensor(pre["mean"]).view(1, 3, 1, 1)) / torch.tensor(pre["std"]).view(1, 3, 1, 1)
-with torch.no_grad():
-    a = torch.nn.functional.normalize(m1.eval().encode_image(x), dim=-1)
-    b = torch.nn.functional.normalize(m2.eval().encode_image(x), dim=-1)
-assert torch.allclose(a, b)
+for folder in folders:
+    m1 = open_clip.create_model("local-dir:" + folder)
+    arch = json.load(open(folder + "/open_clip_config.json"))["arch"]
+    m2 = open_clip.create_model(arch, pretrained=folder + "/open_clip_model.safetensors")
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    pre = open_clip.get_model_preprocess_cfg(m1)
+    x = (x - torch.tensor(pre["mean"]).view(1, 3, 1, 1)) / torch.tensor(pre["std"]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        a = torch.nn.functional.normalize(m1.eval().encode_image(x), dim=-1)
+        b = torch.nn.functional.normalize(m2.eval().encode_image(x), dim=-1)
+    assert torch.allclose(a, b)
+    print(json.dumps(a.tolist()))
 assert not any(name.startswith("mmt_ard") for name in sys.modules), "mmt_ard was imported"
-print(json.dumps(a.tolist()))
 """
 
 
-@pytest.mark.parametrize("lora", [False, True])
-def test_student_export_loads_with_open_clip_alone(tmp_path, lora):
+def test_student_exports_load_with_open_clip_alone(tmp_path):
+    """A full and a LoRA student (merged), both loaded by open_clip in one process that never imports mmt_ard."""
     from mmt_ard.models import ModelSpec, load_clip
     from mmt_ard.models.archs import ARCH_DIR
 
-    extra = ["lora.enabled=true", "lora.rank=2", "optim.lr=0.05"] if lora else []
-    run_distill(tiny_cfg(tmp_path, "optim.steps=2", *extra))
-    folder = tmp_path / "student"
-    out = subprocess.run(
-        [sys.executable, "-c", OPEN_CLIP_ONLY, str(folder), str(ARCH_DIR / "mmt-vit-s.json")],
-        capture_output=True, text=True, check=True,
-    )
-    theirs = torch.tensor(json.loads(out.stdout.strip().splitlines()[-1]))
-    ours = load_clip(ModelSpec("mmt-vit-s", str(folder))).eval()
-    with torch.no_grad():
-        mine = ours.encode_image(torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)))
-    assert torch.allclose(theirs, mine, atol=1e-5)
-    if lora:
-        assert (tmp_path / "adapters" / "adapter_model.safetensors").is_file()
-        assert (tmp_path / "adapters" / "adapter_config.json").is_file()
+    runs = {"full": [], "lora": ["lora.enabled=true", "lora.rank=2", "optim.lr=0.05"]}
+    for name, extra in runs.items():
+        run_distill(tiny_cfg(tmp_path / name, "optim.steps=2", *extra))
+    folders = [str(tmp_path / name / "student") for name in runs]
+    out = subprocess.run([sys.executable, "-c", OPEN_CLIP_ONLY, str(ARCH_DIR / "mmt-vit-s.json"), *folders],
+                         capture_output=True, text=True, check=True)
+    lines = out.stdout.strip().splitlines()[-2:]
+    for folder, line in zip(folders, lines, strict=True):
+        theirs = torch.tensor(json.loads(line))
+        ours = load_clip(ModelSpec("mmt-vit-s", folder)).eval()
+        with torch.no_grad():
+            mine = ours.encode_image(torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)))
+        assert torch.allclose(theirs, mine, atol=1e-5)
+    assert (tmp_path / "lora" / "adapters" / "adapter_model.safetensors").is_file()
+    assert (tmp_path / "lora" / "adapters" / "adapter_config.json").is_file()
 
 
 def test_resume_refuses_a_changed_config_and_keeps_the_original(tmp_path):

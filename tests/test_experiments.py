@@ -128,8 +128,18 @@ def test_every_experiment_runs_end_to_end_on_the_builtin_world(smoke_world, tmp_
     # the sweeps at two points each (their full lists are planned in the paper-preset test)
     monkeypatch.setattr("mmt_ard.experiments.tables.TABLE4_RATIOS", ((1.0, 0.5), (3.0, 0.5)))
     monkeypatch.setattr("mmt_ard.experiments.tables.DIW_SWEEP", ((5.0, 1.0), (1.0, 1.0)))
+    from mmt_ard.experiments import analyses
+
+    attacked = []  # the architecture each analysis PGD attacks
+    adversarial = analyses._adversarial
+    monkeypatch.setattr(analyses, "_adversarial", lambda clf, *a, **k: attacked.append(clf.clip.arch)
+                        or adversarial(clf, *a, **k))
     common = ["--quick", "--students", "vit-s", "--world", str(smoke_world), "--output", str(tmp_path)]
     assert main(["experiment", "all", "--seeds", "1", *common]) == 0
+    # Grad-CAM's x' is made against the adversarial teacher (ViT-T here), the bound's against the student (ViT-S)
+    assert sorted(set(attacked)) == ["mmt-vit-s", "mmt-vit-t"]
+    notes = json.loads((tmp_path / "gradcam" / "results.json").read_text())["tables"][0]["notes"][0]
+    assert "against the adversarial teacher itself" in notes
     trained = {}
     for name in EXPERIMENTS:
         res = json.loads((tmp_path / name / "results.json").read_text())

@@ -145,20 +145,46 @@ def test_a_broken_files_substitute_is_stored_under_its_own_row_only(tmp_path, cl
 
 
 def test_read_bytes_gives_up_after_its_retries_and_never_retries_a_missing_file(tmp_path, monkeypatch):
-    calls = []
+    calls, sleeps = [], []
 
     def always_eio(path, *args, **kwargs):  # type: ignore[no-untyped-def]
         calls.append(path)
         raise OSError(errno.EIO, "Input/output error", str(path))
 
+    monkeypatch.setattr(readable.time, "sleep", sleeps.append)
     monkeypatch.setattr(readable, "open", always_eio, raising=False)
     with pytest.raises(OSError):
-        readable.read_bytes(tmp_path / "x.png", delays=(0.0, 0.0, 0.0))
-    assert len(calls) == 4  # the first try and three retries
+        readable.read_bytes(tmp_path / "x.png", delays=(0.1, 0.2, 0.3))
+    assert len(calls) == 4 and sleeps == [0.1, 0.2, 0.3]  # the first try and three retries, backing off
     monkeypatch.undo()
-    calls.clear()
+    monkeypatch.setattr(readable.time, "sleep", sleeps.append)
+    sleeps.clear()
     with pytest.raises(FileNotFoundError):
-        readable.read_bytes(tmp_path / "missing.png", delays=(5.0,))  # would sleep 5 s if it retried
+        readable.read_bytes(tmp_path / "missing.png", delays=(5.0,))
+    assert sleeps == []  # a missing file is not retried
+
+
+def test_a_transient_error_reading_a_shard_is_retried(tmp_path, monkeypatch):
+    from mmt_ard.data import build_dataset, shards
+
+    write_folder(tmp_path / "data", n_per_class=2)
+    folder = build_dataset(f"folder:{tmp_path / 'data'}:size=32")
+    shards.write_shards(zip(folder.files, folder.labels.tolist()), str(tmp_path / "s" / "t-%04d.tar"), 10)
+    (tmp_path / "names.txt").write_text("blue square\nred circle\n")
+    ds = build_dataset(f"wds:{tmp_path}/s/t-0000.tar:classnames={tmp_path / 'names.txt'},size=32")
+    truth = ds.image(1)
+    ds._files.clear()
+    real_open, failures = open, []
+
+    def flaky_open(path, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if str(path).endswith(".tar") and not failures:
+            failures.append(path)
+            raise OSError(errno.EIO, "Input/output error (injected)", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(shards, "open", flaky_open, raising=False)
+    monkeypatch.setattr(readable, "RETRY_DELAYS", (0.0,))
+    assert torch.equal(ds.image(1), truth) and len(failures) == 1  # retried, not substituted
 
 
 N, C = 64, 16
@@ -169,15 +195,17 @@ def expected(rows: np.ndarray) -> np.ndarray:
 
 
 def _fill_concurrently(directory: str, seed: int, start, done) -> None:  # type: ignore[no-untyped-def]
-    """A writer and reader of one cache: store rows in random order, flush often, check every flagged row."""
+    """A writer and reader of one cache: store its half of the rows (and a few of the other's) in random
+    order, flush often, check every flagged row."""
     start.wait()
     cache = CleanLogitCache(Path(directory), N, C)  # both processes create the same new file at once
     rng = np.random.default_rng(seed)
+    mine = np.concatenate([np.arange(seed, N, 2), np.arange(1 - seed, 8, 2)])  # disjoint halves + 4 rows in common
     bad = 0
-    for rows in np.array_split(rng.permutation(N), 16):
+    for rows in np.array_split(rng.permutation(mine), 12):
         cache.store(torch.from_numpy(rows), torch.from_numpy(expected(rows)))
         cache.flush()
-        flagged = np.flatnonzero(np.asarray(cache.filled[:]))
+        flagged = np.flatnonzero(np.array(cache.filled[:]))  # a copy: the other process keeps writing
         bad += int((np.asarray(cache.logits[flagged]) != expected(flagged)).any(axis=1).sum())
     done.put(bad)
 
@@ -194,7 +222,8 @@ def test_two_processes_filling_one_new_cache_never_flag_a_row_without_its_logits
     assert [done.get(timeout=5), done.get(timeout=5)] == [0, 0]  # no reader ever saw a flag without its logits
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []  # no temporary file left
     final = CleanLogitCache(tmp_path, N, C)
-    assert np.asarray(final.filled[:]).all()
+    assert np.asarray(final.filled[:]).all()  # both halves landed in the one file (a writer left with a
+    # replaced or orphaned file would leave its half unfilled here)
     assert np.array_equal(np.asarray(final.logits[:]), expected(np.arange(N)))
 
 

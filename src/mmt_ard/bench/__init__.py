@@ -1,7 +1,7 @@
 """``mmt-ard bench``: a measured benchmark of the distillation training step.
 
 Times the optimized step (:class:`~mmt_ard.distill.task.DistillationTask` with its fast path)
-against a literal float32 reference step of the authors' algorithm (:mod:`.reference`), checks
+against a plain float32 reference step of METHOD.md's algorithm (:mod:`.reference`), checks
 that both give the same loss, and relates the achieved FLOP/s to the matrix-multiply rate
 measured on the same machine (:mod:`.matmul`).
 """

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from mmt_ard.models import ZeroShotClassifier
-from mmt_ard.models.frozen import frozen_in
+from mmt_ard.models.frozen import Frozen, frozen_in
 
 VARIANTS = ("fp32", "bf16-autocast", "bf16-held")
 
@@ -39,10 +39,11 @@ def frozen_forward(
     """Images/s of each variant's forward over ``images`` (B, 3, H, W), ``rounds`` timed calls each.
 
     The variants run in turn, one call each per round, so a machine whose speed drifts slows all alike.
-    ``teacher`` is not changed (the held variant runs on a copy).
+    ``teacher``'s weights and dtype are not changed (the held variant runs on a copy); it is frozen
+    (``requires_grad`` off), as a teacher is.
     """
     device = images.device
-    plain = frozen_in(teacher, torch.float32)
+    plain = Frozen(teacher)  # float32 weights; computes in whatever autocast the call is made under
     runners = {}
     for name in variants:
         if name == "fp32":

@@ -43,6 +43,7 @@ def summary(bench: dict[str, Any], tests: dict[str, Any]) -> dict[str, Any]:
                      "loss_check_passed": (c["loss_check"] or {}).get("passed")})
     frozen = bench.get("frozen_forward") or {}
     return {"machine": bench["machine"], "code": bench.get("code"), "tests": tests, "steps": rows,
+            "bench_note": bench.get("note"),
             "frozen_forward": {k: v["images_per_s"] for k, v in frozen.get("variants", {}).items()},
             "frozen_teacher": frozen.get("teacher"), "frozen_batch": frozen.get("batch")}
 
@@ -55,6 +56,8 @@ def table(s: dict[str, Any]) -> str:
              f"in {t['seconds']:.0f} s.", "",
              "| teachers | student | precision | batch | images/s | reference images/s | vs reference | same loss |",
              "|---|---|---|---|---|---|---|---|"]
+    if s.get("bench_note"):
+        lines.append(f"| {s['bench_note']} | | | | | | | |")
     for r in s["steps"]:
         ref = r["reference_images_per_s"]
         speed = r["speedup_vs_reference"]
@@ -67,10 +70,27 @@ def table(s: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+NOT_RUN = {"tests": 0, "failures": 0, "errors": 1, "skipped": 0, "failed": ["(no JUnit XML: pytest did not finish)"],
+           "seconds": 0.0, "passed": 0}
+
+
 def write(out: Path) -> str:
-    """Read ``out/cuda-tests.xml`` and ``out/bench/bench.json``; write ``gpu_check.json`` and ``gpu_table.md``."""
-    bench = json.loads((out / "bench" / "bench.json").read_text())
-    s = summary(bench, test_outcomes(out / "cuda-tests.xml"))
+    """Read ``out/cuda-tests.xml`` and ``out/bench/bench.json``; write ``gpu_check.json`` and ``gpu_table.md``.
+
+    Either may be missing (a step that timed out): the table then says so instead of losing the other.
+    """
+    xml, bench_file = out / "cuda-tests.xml", out / "bench" / "bench.json"
+    tests = test_outcomes(xml) if xml.is_file() else dict(NOT_RUN)
+    if bench_file.is_file():
+        bench = json.loads(bench_file.read_text())
+    else:
+        import torch
+
+        from mmt_ard.bench.report import machine_info
+
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        bench = {"machine": machine_info(device), "configurations": [], "note": "the bench did not finish"}
+    s = summary(bench, tests)
     atomic_write_json(out / "gpu_check.json", s)
     md = table(s)
     atomic_write_text(out / "gpu_table.md", md)

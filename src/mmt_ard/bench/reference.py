@@ -1,7 +1,12 @@
-"""The reference step: the authors' released algorithm, written out literally, in float32.
+"""The reference step: METHOD.md's distillation step written out plainly, in float32.
 
 It is the baseline the optimized :class:`~mmt_ard.distill.task.DistillationTask` is timed against
-and the check on its loss, so it shares none of the task's loss or attack code:
+and the check on its loss, so it shares none of the task's loss or attack code. It is *not* the
+authors' released code: that code weights the two KL terms by 50 and 5 times each teacher's cosine
+to the true class (METHOD.md's ``released-code`` strategy) instead of eqs. (3)-(6), attacks with a
+momentum-0.9 PGD on the KL to the clean teacher, and runs a third, unused teacher forward. This step
+does the work a straightforward implementation of METHOD.md does (the released code does slightly
+more), so the speed ratio against it is a fair, if anything conservative, measure of the fast path:
 
 * float32, autocast off, whatever the caller holds;
 * both teachers run every step: the clean teacher on ``x``, the adversarial teacher on ``x'``;

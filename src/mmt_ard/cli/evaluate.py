@@ -13,7 +13,7 @@ from mmt_ard.distributed import barrier
 from mmt_ard.errors import UserError
 from mmt_ard.config import to_dict
 from mmt_ard.evaluation.clip_benchmark_json import write_benchmark_json
-from mmt_ard.evaluation import EvalConfig, evaluate_models, markdown_table
+from mmt_ard.evaluation import EvalConfig, check_datasets, evaluate_models, markdown_table
 from mmt_ard.evaluation.sanity import sanity_markdown
 from mmt_ard.io import atomic_write_json, atomic_write_text
 from mmt_ard.models import ModelSpec, TextHeadCache, default_cache_dir, load_clip
@@ -61,6 +61,7 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     if not cfg.models:
         raise UserError("no models to evaluate; pass --model NAME=ARCH@WEIGHTS (repeatable)")
     cfg.eval.validate()
+    check_datasets(cfg.eval)  # a bad spec or an attack a data set cannot take: an error before any model loads
     device = resolve_device(cfg.loop.device)
     out = Path(cfg.output)
     own_state = cfg.eval.state_dir is None

@@ -30,6 +30,10 @@ def add_experiment_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--teacher-adv", dest="teacher_adv", help="paper: the adversarial ViT-L-14 (vision state dict)")
     p.add_argument("--imagenet", help="paper: ImageNet root with train/, val/ and holdout/ (ImageFolder layout)")
     p.add_argument("--zero-shot-root", dest="zero_shot_root", help="paper: CLIP_benchmark data, one folder per set")
+    p.add_argument("--gradcam-adversary", dest="gradcam_adversary", default="teacher-adv",
+                   choices=["teacher-adv", "mmt-ard"],
+                   help="gradcam: whose PGD makes the adversarial teacher's x' (default teacher-adv: the teacher "
+                        "itself, favouring no student; mmt-ard: the MMT-ARD student)")
     p.add_argument("--no-report", dest="report", action="store_false", help="do not write report.html")
 
 
@@ -59,6 +63,7 @@ def run_experiment_command(args: argparse.Namespace) -> int:
         plan = DemoPlan.quick(args.device) if args.quick else DemoPlan(device=args.device)
         world = Path(args.world) if args.world else output / "world"
         preset = builtin_preset(world, plan, keep_foreign=bool(args.world))
+    preset.gradcam_adversary = args.gradcam_adversary
     if args.students:
         preset = preset.only([s.strip() for s in args.students.split(",") if s.strip()])
     t0 = time.perf_counter()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import errno
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -48,19 +49,29 @@ PERMANENT = (errno.ENOENT, errno.EISDIR, errno.ENOTDIR, errno.EACCES, errno.EPER
 RETRY_DELAYS = (0.05, 0.2, 1.0, 3.0)  # seconds before each retry of a transient read error
 
 
-def read_bytes(path: Path, delays: tuple[float, ...] = RETRY_DELAYS) -> bytes:
-    """The bytes of ``path``, retrying transient ``OSError``s with backoff; raises the last error."""
+def with_retries(read: Callable[[], bytes], what: str, delays: tuple[float, ...] | None = None) -> bytes:
+    """``read()``, retried with backoff on a transient ``OSError``; the last error is raised."""
+    delays = RETRY_DELAYS if delays is None else delays
     for attempt in range(len(delays) + 1):
         try:
-            with open(path, "rb") as f:
-                return f.read()
+            return read()
         except OSError as err:
             if err.errno in PERMANENT or attempt == len(delays):
                 raise
-            log.warning("reading %s failed (%s); retry %d of %d in %.2f s", path, err, attempt + 1, len(delays),
+            log.warning("reading %s failed (%s); retry %d of %d in %.2f s", what, err, attempt + 1, len(delays),
                         delays[attempt])
             time.sleep(delays[attempt])
     raise AssertionError("unreachable")
+
+
+def _read_file(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def read_bytes(path: Path, delays: tuple[float, ...] | None = None) -> bytes:
+    """The bytes of ``path``, retrying transient ``OSError``s with backoff (:func:`with_retries`)."""
+    return with_retries(lambda: _read_file(path), str(path), delays)
 
 
 def read_or_substitute(ds: DiskImages, index: int) -> tuple[torch.Tensor, int]:

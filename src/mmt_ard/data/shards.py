@@ -27,7 +27,7 @@ from mmt_ard.data.datasets import (
     DATASETS, DatasetSpec, LabeledImages, _check_options, _int_option, _read_lines,
 )
 from mmt_ard.data.pipeline import Preprocess
-from mmt_ard.data.readable import UnreadableImage, strict_option
+from mmt_ard.data.readable import UnreadableImage, strict_option, with_retries
 from mmt_ard.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -90,12 +90,24 @@ class ShardImages(LabeledImages):
             self._files[shard] = open(self.shards[shard], "rb")  # noqa: SIM115 (kept open for reuse)
         return self._files[shard]
 
+    def _read(self, shard: int, offset: int, size: int) -> bytes:
+        try:
+            f = self._file(shard)
+            f.seek(offset)
+            return f.read(size)
+        except OSError:
+            self._files.pop(shard, None)  # a retry opens the shard again
+            raise
+
     def image(self, index: int) -> torch.Tensor:
         shard, offset, size, _ = self.samples[index]
-        f = self._file(shard)
-        f.seek(offset)
+        where = f"sample {index} of shard {self.shards[shard]}"
         try:
-            with Image.open(io.BytesIO(f.read(size))) as raw:
+            data = with_retries(lambda: self._read(shard, offset, size), where)  # transient errors are retried
+        except OSError as err:
+            raise UnreadableImage(f"unreadable {where} ({err})") from err
+        try:
+            with Image.open(io.BytesIO(data)) as raw:
                 img = raw.convert("RGB")
         except (OSError, ValueError, Image.DecompressionBombError) as err:
             raise UnreadableImage(f"undecodable sample {index} of shard {self.shards[shard]} ({err})") from err

@@ -103,14 +103,14 @@ class CleanLogitCache:
         try:
             os.ftruncate(fd, size)  # sparse zeros: nothing filled yet
             os.close(fd)
-            if path.is_file():
-                log.warning("the cache file %s has the wrong size; starting it afresh", path)
-                os.replace(tmp, path)
-            else:
-                try:
-                    os.link(tmp, path)
-                except FileExistsError:
-                    pass  # another process created it first: use theirs
+            try:
+                os.link(tmp, path)  # atomic: fails if the name exists
+            except FileExistsError:
+                # creators link only whole files: the right size means another process just made it (use
+                # theirs; replacing it would leave that process writing into a file nobody reads)
+                if path.stat().st_size != size:
+                    log.warning("the cache file %s has the wrong size; starting it afresh", path)
+                    os.replace(tmp, path)
         finally:
             Path(tmp).unlink(missing_ok=True)
         return path

@@ -65,6 +65,31 @@ def attack_names(spec: str) -> list[str]:
     return names
 
 
+# attacks that cannot run below a number of classes: APGD-T's targeted DLR loss reads the 4th-largest logit
+MIN_CLASSES = {"apgd-t": 4, "autoattack": 4}
+
+
+def unrunnable_attacks(cfg: EvalConfig, num_classes: int, where: str) -> list[str]:
+    """The attacks of ``cfg.attack`` that cannot run on ``num_classes`` classes; an error unless allowed.
+
+    With ``eval.skip_unrunnable=true`` the chain runs without them (APGD-T's part of ``autoattack``
+    is dropped, its APGD-CE still runs) and the caller records the names in the results.
+    """
+    names = attack_names(cfg.attack)
+    bad = [n for n in names if num_classes < MIN_CLASSES.get(n, 0)]
+    if bad and cfg.skip_unrunnable and bad == names and "autoattack" not in names:
+        raise ConfigError(f"eval.attack={cfg.attack!r} cannot run on {where} ({num_classes} classes) and nothing "
+                          "else is in the chain: its robust accuracy would be the clean accuracy. Use eval.attack="
+                          "pgd or apgd-ce there")
+    if bad and not cfg.skip_unrunnable:
+        raise ConfigError(
+            f"eval.attack={cfg.attack!r} cannot run on {where} ({num_classes} classes): APGD-T (in {', '.join(bad)}) "
+            f"needs at least 4 classes (its targeted DLR loss reads the 4th-largest logit). Use eval.attack=pgd or "
+            "apgd-ce there, or eval.skip_unrunnable=true to run the chain without APGD-T (the results then list it "
+            "under skipped_attacks)")
+    return bad
+
+
 def validate_attack_options(cfg: EvalConfig) -> None:
     """The attack section of ``EvalConfig``: names, budgets and sanity-check sizes."""
     attack_names(cfg.attack)

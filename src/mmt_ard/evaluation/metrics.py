@@ -31,7 +31,7 @@ from mmt_ard import distributed
 from mmt_ard.data import build_dataset, loader
 from mmt_ard.data.pipeline import use_model_preprocess
 from mmt_ard.errors import ConfigError
-from mmt_ard.evaluation.attacks import AttackTrace, attack_survivors, validate_attack_options
+from mmt_ard.evaluation.attacks import AttackTrace, attack_survivors, unrunnable_attacks, validate_attack_options
 from mmt_ard.evaluation.sanity import robustness_details
 from mmt_ard.models import PixelCLIP, TextHeadCache, ZeroShotClassifier
 
@@ -61,6 +61,7 @@ class EvalConfig:
     apgd_iterations: int = 100  # AutoAttack's default
     n_target_classes: int = 9  # APGD-T targets, capped at C - 1
     state_dir: str | None = None  # AutoAttack state files: an interrupted evaluation resumes
+    skip_unrunnable: bool = False  # run a chain without an attack the task cannot take (APGD-T below 4 classes)
     # sanity checks (evaluation/sanity.py) on a small subset at the largest eps
     sanity: bool = True
     sanity_samples: int = 64
@@ -84,9 +85,12 @@ class EvalConfig:
 
 
 def check_datasets(cfg: EvalConfig) -> None:
-    """Build every data set ``cfg`` names now: a bad spec fails before training, not at step 500."""
+    """Build every data set ``cfg`` names now: a bad spec, or an attack a data set cannot take, fails
+    before training or evaluation, not at step 500."""
     for spec in [cfg.dataset, *cfg.zero_shot]:
-        build_dataset(spec)
+        ds = build_dataset(spec)
+        if spec == cfg.dataset or cfg.zero_shot_eps:  # where attacks run
+            unrunnable_attacks(cfg, len(ds.classnames), spec)
 
 
 def eps_key(eps: float) -> str:
@@ -187,6 +191,7 @@ def evaluate_model(
     clip = clip.to(device).eval()
     ds, data = _data(cfg.dataset, cfg, clip)
     clf = ZeroShotClassifier(clip, heads.head(clip, ds.classnames, ds.templates)).to(device)
+    skipped = unrunnable_attacks(cfg, clf.num_classes, cfg.dataset)
     trace = AttackTrace.for_eval(cfg, f"{name}-{ds.name}")
     acc, racc = accuracy_under_attack(clf, data, cfg.eps, cfg, device, desc=f"{name}: {ds.name}", trace=trace)
     result: dict[str, Any] = {
@@ -195,12 +200,18 @@ def evaluate_model(
         "sum_acc": {k: round(acc + v, 2) for k, v in racc.items()},
         "zero_shot": {},
     }
+    if skipped:  # asked for with eval.skip_unrunnable: the numbers are of the chain without them
+        result["skipped_attacks"] = {ds.name: [f"{n} (APGD-T: {clf.num_classes} classes, needs 4)" for n in skipped]}
     result.update(robustness_details(clf, data, racc, cfg, trace))
     if cfg.zero_shot_eps:
         result["zero_shot_racc"] = {}
     for spec in cfg.zero_shot:
         zds, zdata = _data(spec, cfg, clip)
         zclf = ZeroShotClassifier(clip, heads.head(clip, zds.classnames, zds.templates)).to(device)
+        zskipped = unrunnable_attacks(cfg, zclf.num_classes, spec) if cfg.zero_shot_eps else []
+        if zskipped:
+            result.setdefault("skipped_attacks", {})[zds.name] = [
+                f"{n} (APGD-T: {zclf.num_classes} classes, needs 4)" for n in zskipped]
         ztrace = AttackTrace.for_eval(cfg, f"{name}-{zds.name}")  # same attacks; resumable
         zacc, zracc = accuracy_under_attack(zclf, zdata, cfg.zero_shot_eps, cfg, device, desc=f"{name}: {zds.name}",
                                             trace=ztrace)

@@ -72,6 +72,9 @@ def _seed_models(ctx: Context, student: str, seed: int) -> dict[str, ModelSpec]:
             "mmt-ard": runs["mmt-ard"].student}
 
 
+ADVERSARY = {"teacher-adv": "the adversarial teacher itself", "mmt-ard": "the MMT-ARD student"}
+
+
 def gradcam(ctx: Context) -> Result:
     """Grad-CAM maps (true class's zero-shot logit) of both teachers and three students; L2 to each teacher."""
     res = Result()
@@ -82,8 +85,9 @@ def gradcam(ctx: Context) -> Result:
         for i, seed in enumerate(ctx.seeds):
             clfs = {name: models.classifier(spec) for name, spec in _seed_models(ctx, student, seed).items()}
             x, y = models.data
-            # x' = the MMT-ARD student's adversarial example, as the adversarial teacher sees in training
-            x_adv = _adversarial(clfs["mmt-ard"], x, y, ABLATION_EPS, seed)
+            # x' for the adversarial teacher's map: PGD against the adversarial teacher itself by default (the same
+            # x' for every student compared, made by none of them), or against the MMT-ARD student if asked
+            x_adv = _adversarial(clfs[ctx.preset.gradcam_adversary], x, y, ABLATION_EPS, seed)
             maps = cam_lib.model_maps(clfs, x, y, adv_images=x_adv, on_adversarial=["teacher-adv"])
             table = cam_lib.l2_table(maps, list(STUDENTS), list(TEACHERS))
             for s in STUDENTS:
@@ -93,7 +97,8 @@ def gradcam(ctx: Context) -> Result:
                 path = ctx.out / f"gradcam-{student}.png"
                 cam_lib.save_grid(x.cpu(), maps, path, y.cpu(), models.ds.classnames)
                 res.figures.append({"id": f"gradcam-{student}", "path": path.name,
-                                    "title": f"Grad-CAM, student {student}, seed {seed} (teacher-adv on x')"})
+                                    "title": f"Grad-CAM, student {student}, seed {seed} (teacher-adv on x' from "
+                                             f"{ADVERSARY[ctx.preset.gradcam_adversary]})"})
         res.tables.append({
             "id": f"table5-{student}", "title": f"Table 5: L2 distance of Grad-CAM maps, student {student}",
             "columns": ["student model", *[f"to {t}" for t in TEACHERS]],
@@ -102,7 +107,7 @@ def gradcam(ctx: Context) -> Result:
             "notes": [f"Mean over {models.n} test images of ||map_student - map_teacher||_2 (maps in [0, 255] at the "
                       f"input size); smaller = closer attention. Mean ± std over {len(ctx.seeds)} seed(s); † on "
                       "mmt-ard = paired difference to baseline > 2 SE. The adversarial teacher is mapped on x' "
-                      f"(PGD-10 at {ABLATION_EPS * 255:g}/255 against the MMT-ARD student), all others on x."]})
+                      f"(PGD-10 at {ABLATION_EPS * 255:g}/255 against {ADVERSARY[ctx.preset.gradcam_adversary]}), all others on x."]})
         closer = [t for t in TEACHERS if _mean(per_seed["mmt-ard"][t]) < _mean(per_seed["baseline"][t])]
         res.summary += [verdict(f"{student}: L2 to {t}, MMT-ARD minus baseline", per_seed["mmt-ard"][t],
                                 per_seed["baseline"][t], "mean L2") for t in TEACHERS]

@@ -44,6 +44,9 @@ class Preset:
     test_eval: EvalConfig  # the final evaluation (eps 1-4/255 and the zero-shot sets)
     prepare: Callable[[], None] = lambda: None
     analysis_images: int = 8  # Grad-CAM images
+    # whose PGD makes the x' the adversarial teacher's Grad-CAM map is taken on (METHOD.md 5): the adversarial
+    # teacher itself (the default: favours no student) or the "mmt-ard" student (what this project did before)
+    gradcam_adversary: str = "teacher-adv"
     bound_images: int = 200
     notes: list[str] = field(default_factory=list)
 

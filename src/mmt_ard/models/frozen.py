@@ -100,14 +100,13 @@ class Frozen(nn.Module):
 
 
 def frozen_in(module: nn.Module, dtype: torch.dtype, heavy: nn.Module | None = None) -> Frozen:
-    """``Frozen(module)`` with ``heavy`` (a part of it; default all of it) held in ``dtype``.
+    """``Frozen(module)`` with ``heavy`` (a part of it; default all of it) held in ``dtype``, autocast off.
 
-    For float32 this is plain ``Frozen(module)``. Otherwise ``heavy`` is cast once (:func:`hold_in`)
-    and every call runs with autocast off; the rest of ``module`` (e.g. a zero-shot head and the
-    pixel normalization) stays float32.
+    ``heavy`` is cast once (:func:`hold_in`; nothing to do for float32) and every call runs with
+    autocast off, so the module computes in ``dtype`` whatever autocast the caller holds (a float32
+    teacher inside a bf16 training step stays float32); the rest of ``module`` (e.g. a zero-shot
+    head and the pixel normalization) stays float32.
     """
-    if dtype == torch.float32:
-        return Frozen(module)
     hold_in(module if heavy is None else heavy, dtype)
     return Frozen(module, autocast=False)
 
