@@ -40,7 +40,8 @@ def gpu() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def test_a_paper_preset_trains_in_bf16_and_evaluates_with_autoattack(gpu, standins, monkeypatch, tmp_path):  # noqa: F811
+def test_a_paper_preset_trains_in_bf16_and_evaluates_with_autoattack(  # noqa: F811 - standins is a fixture
+        gpu, standins, monkeypatch, tmp_path):
     imagenet = standins["root"] / "imagenet"
     monkeypatch.setenv("IMAGENET_ROOT", str(imagenet))
     monkeypatch.setenv("CLEAN_TEACHER", str(standins["vitl14"]))

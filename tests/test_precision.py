@@ -133,9 +133,10 @@ def test_the_finetuning_original_is_held_in_bf16_under_bf16(method, images):
 
 
 def test_bf16_teachers_with_a_float32_student(images):
+    attack = InnerAttackConfig(eps=4 / 255, steps=1, step_size=2 / 255)
     task = DistillationTask(tiny_classifier("mmt-vit-s", seed=1), tiny_classifier("mmt-vit-t", seed=2),
-                            tiny_classifier("mmt-vit-t", seed=3), InnerAttackConfig(eps=4 / 255, steps=1, step_size=2 / 255),
-                            LossConfig(), seed=7, precision="fp32", teacher_precision="bf16")
+                            tiny_classifier("mmt-vit-t", seed=3), attack, LossConfig(), seed=7, precision="fp32",
+                            teacher_precision="bf16")
     assert all(held_dtype(t.module.clip.visual) == torch.bfloat16 for t in (task.teacher_clean, task.teacher_adv))
     assert task.precision == "fp32"  # the inner attack and the student run in float32
     task.student.requires_grad_(True)

@@ -141,7 +141,8 @@ def to_markdown(report: dict[str, Any]) -> str:
             ratio = sw["images_per_s"] / c["reference_images_per_s"] if c["reference_images_per_s"] else None
             lines.append(_row(c["student"], sw, ratio))
     lines += ["", "Split columns are milliseconds per step; `optimized` has a warm clean-logit cache (every epoch "
-              "after the first), `cold` an empty one (the first epoch); `no-X` rows are the optimized step with switch X off. "
+              "after the first), `cold` an empty one (the first epoch); `no-X` rows are the optimized step with "
+              "switch X off. "
               "\"vs reference\" is images/s over the float32 reference step's. FLOPs count matrix multiplies, "
               "convolutions and attention (FlopCounterMode) over one whole step, attack included.", ""]
     run = _run_lines(report["configurations"])

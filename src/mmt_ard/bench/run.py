@@ -110,7 +110,8 @@ class BenchConfig:
         p = Preset(teacher, students, self.batch if self.batch is not None else base.batch,
                    self.inner_steps if self.inner_steps is not None else base.inner_steps,
                    self.classes if self.classes is not None else base.classes, image_size)
-        for name, value, low in (("epochs", self.epochs, 1), ("batch", p.batch, 1), ("inner steps", p.inner_steps, 0), ("classes", p.classes, 2),
+        for name, value, low in (("epochs", self.epochs, 1), ("batch", p.batch, 1), ("inner steps", p.inner_steps, 0),
+                                 ("classes", p.classes, 2),
                                  ("image size", p.image_size, 8), ("steps", self.steps, 1), ("warmup", self.warmup, 0)):
             if value < low:
                 raise ConfigError(f"bench {name} must be >= {low}, got {value}")

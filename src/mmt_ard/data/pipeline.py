@@ -144,7 +144,8 @@ class StepBatches:
                 self._sampler.start = step
                 # with indices: those of the samples really read (a bad file's substitute has its own)
                 source = SourceIndexed(self.dataset) if self.with_index else self.dataset
-                self._loader = self._loader or data_loader(source, self._sampler, self.cfg, self.device)  # type: ignore[arg-type]
+                self._loader = self._loader or data_loader(
+                    source, self._sampler, self.cfg, self.device)  # type: ignore[arg-type]
                 self._it = iter(self._loader)
             x, y, *rest = next(self._it)
             idx = rest[0] if rest else None

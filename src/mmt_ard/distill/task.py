@@ -15,9 +15,10 @@ Teachers are wrapped in :class:`~mmt_ard.models.frozen.Frozen`: ``task.train()``
 them, so their BatchNorm statistics and weights cannot change. With ``precision="bf16"`` their
 vision towers are cast to bf16 once (in place: pass copies if you need the float32 models again)
 and run with autocast off; the student trains under the loop's bf16 autocast.
-``teacher_precision`` sets the teachers' precision apart from the student's (``fast.teacher_precision``):
-bf16 teachers with a float32 student, where bf16 autocast does not pay for the student. All comparisons between models
-are in class-logit space, so teachers and student may have different embedding sizes.
+``teacher_precision`` sets the teachers' precision apart from the student's
+(``fast.teacher_precision``): bf16 teachers with a float32 student, where bf16 autocast does not
+pay for the student. All comparisons between models are in class-logit space, so teachers and
+student may have different embedding sizes.
 """
 
 from __future__ import annotations
