@@ -163,3 +163,14 @@ def test_a_dead_worker_ends_the_run_quickly_and_it_resumes(tmp_path):
     assert torch.load(tmp_path / "r" / "checkpoints" / "last.pt", weights_only=True)["step"] == 2
     run_distill(tiny_cfg(tmp_path / "r", *RUN), resume=True)  # continues in one process
     assert [r["step"] for r in train_rows(tmp_path / "r")] == [1, 2, 3, 4]
+
+
+def test_device_auto_joins_the_process_group_too(monkeypatch):
+    """Under torchrun the default loop.device=auto must join the group (it used to return before setup)."""
+    from mmt_ard.training import loop
+
+    joined = []
+    monkeypatch.setattr(distributed, "setup", lambda device: joined.append(device) or device)
+    assert loop.resolve_device("auto").type in ("cpu", "cuda") and len(joined) == 1
+    loop.resolve_device("cpu")
+    assert [d.type for d in joined][-1] == "cpu" and len(joined) == 2
