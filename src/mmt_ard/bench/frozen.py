@@ -21,15 +21,11 @@ from typing import Any
 
 import torch
 
+from mmt_ard.bench.step import _sync
 from mmt_ard.models import ZeroShotClassifier
 from mmt_ard.models.frozen import Frozen, frozen_in
 
 VARIANTS = ("fp32", "bf16-autocast", "bf16-held")
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def frozen_forward(

@@ -66,8 +66,8 @@ class CleanLogitCache:
     batch (rows are exchanged between ranks, :meth:`exchange`), so each rank's files hold the whole
     data set after one epoch, on storage the ranks share or not. Several processes may open, fill
     and read one cache at the same time: the files are created under unique temporary names and
-    linked into place (the first link wins, the others open the winner's), every writer writes the
-    same values for a row, and a row's flag is set only after its logits are on disk (:meth:`flush`),
+    linked into place (the first link wins, the others open the winner's), every writer writes a
+    row's logits (equal to rounding where they came from batches of other shapes), and a row's flag is set only after its logits are on disk (:meth:`flush`),
     so a reader never sees a flag without its logits, after a crash or a power loss included.
     """
 
