@@ -139,9 +139,11 @@ def test_a_broken_files_substitute_is_stored_under_its_own_row_only(tmp_path, cl
     broken.write_bytes(b"not an image")
     logits, filled = folder_run(tmp_path, "broken", data)
     assert not filled[1]  # the broken image's row is never filled with its substitute's logits
-    assert filled[2] and np.array_equal(logits[2], clean_logits[2])  # the substitute (the next one) has its own
+    # the substitute (the next one) has its own row; the batch held other images than the clean run's, so the
+    # rows agree to rounding (kernels may differ by CPU kind), far closer than another image's logits would
+    assert filled[2] and np.allclose(logits[2], clean_logits[2], rtol=1e-5, atol=1e-5)
     keep = np.arange(8) != 1
-    assert np.array_equal(logits[keep], clean_logits[keep])
+    assert np.allclose(logits[keep], clean_logits[keep], rtol=1e-5, atol=1e-5)
 
 
 def test_read_bytes_gives_up_after_its_retries_and_never_retries_a_missing_file(tmp_path, monkeypatch):
