@@ -8,7 +8,11 @@ from PIL import Image
 
 from mmt_ard.cli.main import main
 from mmt_ard.errors import ConfigError, UserError
-from mmt_ard.evaluation import EvalConfig, accuracy_under_attack, evaluate_model
+from dataclasses import replace
+
+from mmt_ard.evaluation import (
+    APGDSettings, EvalConfig, PGDSettings, SquareSettings, TargetedSettings, accuracy_under_attack, evaluate_model,
+)
 from mmt_ard.evaluation import autoattack as aa
 from mmt_ard.evaluation.attacks import EVAL_ATTACKS, AttackContext, AttackTrace, attack_survivors
 
@@ -30,14 +34,18 @@ def batch(clf):
     return x, y
 
 
+SMALL = "apgd-ce+apgd-t"  # the two APGD attacks under their own names, with the small settings of _cfg
+
+
 def _cfg(**kw):
-    return EvalConfig(**{"apgd_iterations": 5, "n_target_classes": 2, "steps": 3, **kw})
+    return EvalConfig(**{"apgd_ce": APGDSettings(5, 1), "apgd_t": TargetedSettings(5, 1, 2),
+                         "pgd": PGDSettings(steps=3), **kw})
 
 
 def test_apgd_stays_in_the_ball_and_lowers_accuracy(clf, batch):
     x, y = batch
     for name in ("apgd-ce", "apgd-t"):
-        attack = aa.make_apgd(name, clf, EPS, _cfg(), x.device)
+        attack = aa.make_attack(name, name, clf, EPS, _cfg(), x.device)
         with aa.reference_attack_mode(clf, x.device):
             x_adv = attack.perturb(x, y)
         assert (x_adv - x).abs().max() <= EPS + 1e-6, name
@@ -50,18 +58,20 @@ def test_target_classes_are_capped_by_the_number_of_classes(clf):
     assert aa.target_classes(9, 4) == 3
     assert aa.target_classes(2, 24) == 2
     assert aa.target_classes(9, 3) == 0  # targeted DLR reads the 4th-largest logit: skipped
-    attack = aa.make_apgd("apgd-t", clf, EPS, _cfg(n_target_classes=9), torch.device("cpu"))
+    attack = aa.make_attack("apgd-t", "apgd-t", clf, EPS, _cfg(apgd_t=TargetedSettings(targets=9)), torch.device("cpu"))
     assert attack.n_target_classes == 3  # 4 classes in the fixture
+    assert aa.make_attack("fab-t", "fab-t", clf, EPS, _cfg(), torch.device("cpu")).n_target_classes == 3
     three = tiny_classifier("mmt-vit-s", classes=["red circle", "blue square", "green triangle"])
-    assert aa.make_apgd("apgd-t", three, EPS, _cfg(), torch.device("cpu")) is None
+    assert aa.make_attack("apgd-t", "apgd-t", three, EPS, _cfg(), torch.device("cpu")) is None
+    assert aa.make_attack("fab-t", "fab-t", three, EPS, _cfg(), torch.device("cpu")).n_target_classes == 2
 
 
 def test_autoattack_is_deterministic_and_leaves_the_global_rng_alone(clf, batch):
     x, y = batch
     state = torch.get_rng_state()
-    first = aa.run_apgd(aa.AUTOATTACK, clf, x, y, EPS, _cfg(seed=3), AttackContext())
+    first = aa.run_reference("apgd-t", clf, x, y, EPS, _cfg(seed=3), AttackContext())
     assert torch.equal(state, torch.get_rng_state())
-    second = aa.run_apgd(aa.AUTOATTACK, clf, x, y, EPS, _cfg(seed=3), AttackContext())
+    second = aa.run_reference("apgd-t", clf, x, y, EPS, _cfg(seed=3), AttackContext())
     assert torch.equal(first, second)
     assert not first.all()
 
@@ -89,24 +99,31 @@ def test_chain_is_the_per_sample_worst_case(clf, batch, monkeypatch):
 def test_resume_skips_the_attacks_a_state_file_says_are_done(clf, batch, tmp_path, monkeypatch):
     x, y = batch
     ctx = AttackContext(tmp_path, "m", batch=1)
-    done = aa.run_apgd(aa.AUTOATTACK, clf, x, y, EPS, _cfg(), ctx)
-    (state_file,) = tmp_path.glob("m-b1-eps8_255.json")
+    small = {"apgd_ce": APGDSettings(5, 1), "apgd_t": TargetedSettings(5, 1, 2)}
+    monkeypatch.setitem(aa.PROTOCOLS, "autoattack", replace(aa.PROTOCOLS["autoattack"], fixed=small))  # fast
+    done = aa.run_reference("autoattack", clf, x, y, EPS, _cfg(), ctx)
+    (state_file,) = tmp_path.glob("m-autoattack-b1-eps8_255.json")
     called = []
-    real = aa.make_apgd
-    monkeypatch.setattr(aa, "make_apgd", lambda name, *a: called.append(name) or real(name, *a))
-    assert torch.equal(aa.run_apgd(aa.AUTOATTACK, clf, x, y, EPS, _cfg(), ctx), done)
+    real = aa.make_attack
+    monkeypatch.setattr(aa, "make_attack", lambda element, name, *a: called.append(name) or real(element, name, *a))
+    assert torch.equal(aa.run_reference("autoattack", clf, x, y, EPS, _cfg(), ctx), done)
     assert called == []  # everything restored from the state file
     partial = aa.ResumableState.from_disk(state_file)
     partial._run_attacks = {"apgd-ce"}
     partial.to_disk()
-    aa.run_apgd(aa.AUTOATTACK, clf, x, y, EPS, _cfg(), ctx)
+    aa.run_reference("autoattack", clf, x, y, EPS, _cfg(), ctx)
     assert called == ["apgd-t"]  # an interrupted run continues with the attack that was missing
+    partial.settings = {**partial.settings, "seed": 99}  # made with other settings: not resumed
+    partial.to_disk()
+    called.clear()
+    aa.run_reference("autoattack", clf, x, y, EPS, _cfg(), ctx)
+    assert called == ["apgd-ce", "apgd-t"]
 
 
 def test_autoattack_is_float32_inside_bf16_autocast(clf, batch):
     x, y = batch
     data = [(x, y)]
-    cfg = _cfg(attack="autoattack", eps=[4 / 255], sanity=False)
+    cfg = _cfg(attack=SMALL, eps=[4 / 255], sanity=False)
     dtypes = []
     hook = clf.clip.model.visual.register_forward_hook(lambda m, i, o: dtypes.append(o.dtype))
     try:
@@ -124,17 +141,21 @@ def test_bad_attack_names_are_user_errors():
         EvalConfig(attack="pgd+pgd2").validate()
     with pytest.raises(UserError, match="twice"):
         EvalConfig(attack="autoattack+autoattack").validate()
-    with pytest.raises(UserError, match="n_target_classes"):
-        EvalConfig(n_target_classes=0).validate()
+    with pytest.raises(UserError, match="eval.apgd_t.targets"):
+        EvalConfig(apgd_t=TargetedSettings(targets=0)).validate()
+    with pytest.raises(UserError, match="eval.square.queries"):
+        EvalConfig(square=SquareSettings(queries=0)).validate()
 
 
 def test_evaluate_model_reports_pgd_and_the_worst_case(clf):
-    cfg = _cfg(attack="pgd+autoattack", eps=[1 / 255, 4 / 255], limit=24, zero_shot=[], sanity=False,
+    cfg = _cfg(attack="pgd+" + SMALL, eps=[1 / 255, 4 / 255], limit=24, zero_shot=[], sanity=False,
                dataset="builtin:shapes:split=val")
     res = evaluate_model(clf.clip, cfg)
-    assert res["attack"] == "pgd+autoattack" and set(res["racc_by_attack"]) == {"pgd", "autoattack"}
+    assert res["attack"] == "pgd+" + SMALL and set(res["racc_by_attack"]) == {"pgd", "apgd-ce", "apgd-t"}
     for eps, worst in res["racc"].items():
-        assert worst == res["racc_by_attack"]["autoattack"][eps] <= res["racc_by_attack"]["pgd"][eps]
+        by = res["racc_by_attack"]
+        assert worst == by["apgd-t"][eps] <= by["apgd-ce"][eps] <= by["pgd"][eps]
+    assert res["n"] == 24
 
 
 def test_gap_table_puts_pgd_next_to_the_worst_case():
@@ -170,10 +191,10 @@ def test_apgd_t_on_fewer_than_4_classes_is_an_error_before_anything_runs(tmp_pat
 
 def test_a_chain_skips_apgd_t_only_when_asked_and_says_so(tmp_path):
     data = three_class_folder(tmp_path / "three")
-    cfg = EvalConfig(dataset=f"folder:{data}:size=32", zero_shot=[], eps=[2 / 255], steps=2, attack="pgd+autoattack",
-                     apgd_iterations=2, sanity=False, skip_unrunnable=True)
+    cfg = EvalConfig(dataset=f"folder:{data}:size=32", zero_shot=[], eps=[2 / 255], pgd=PGDSettings(steps=2),
+                     attack="pgd+autoattack", sanity=False, skip_unrunnable=True)
     r = evaluate_model(tiny_clip("mmt-vit-s"), cfg, name="m")
-    assert r["skipped_attacks"] == {"three": ["autoattack (APGD-T: 3 classes, needs 4)"]}
+    assert r["skipped_attacks"] == {"three": ["apgd-t (3 classes, needs 4)"]}
     assert 0 <= r["racc"]["2/255"] <= r["acc"]
     cfg.skip_unrunnable = False
     with pytest.raises(ConfigError, match="needs at least 4 classes"):

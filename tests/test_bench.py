@@ -17,6 +17,7 @@ from mmt_ard.bench import (
     BenchConfig, BenchModels, RandomImages, ReferenceStep, build_reference, build_task, compare_losses, count_flops,
     loss_check, matmul_rate,
 )
+from mmt_ard.bench.reference import ReleasedCodeStep, released_recipe
 from mmt_ard.bench import gpu_check
 from mmt_ard.bench import run as bench_run
 from mmt_ard.cli.main import main
@@ -50,6 +51,24 @@ def test_optimized_and_reference_step_give_the_same_loss(tmp_path, student, stra
     assert check.passed, check
     assert check.x_adv_differing == 0  # the same random start and PGD: the same x'
     assert task.clean_cache is not None and task.clean_cache.misses == 0 and task.clean_cache.hits > 0  # warm
+
+
+def test_the_released_code_step_is_the_task_configured_as_the_released_code(tmp_path):
+    """Momentum KL attack and the 50/5 cosine weighting, written plainly, equal the task's released-code
+    configuration: catches a dropped momentum, a swapped 50/5, weights without the 1/C, cosines of the
+    wrong teacher or of the predicted instead of the true class."""
+    models, data, attack, loss = make_case(steps=3)
+    attack, loss = released_recipe(attack, loss)
+    assert attack.momentum == 0.9 and attack.objective == "kl-clean-teacher"
+    task = build_task(models, attack, loss, "fp32", FAST, data, tmp_path)
+    student_c, t_clean, t_adv = models.copies()
+    released = ReleasedCodeStep(student_c, t_clean, t_adv, attack, loss)
+    check = loss_check(task, released, data, step=0)
+    assert check.passed and check.x_adv_differing == 0, check
+    no_momentum = ReleasedCodeStep(*models.copies(), replace(attack, momentum=0.0), loss)
+    assert loss_check(task, no_momentum, data, step=0).x_adv_differing > 0  # momentum moves x'
+    with pytest.raises(ConfigError, match="released-code step does not implement.*strategy 'confidence'"):
+        ReleasedCodeStep(*models.copies(), attack, LossConfig())
 
 
 def test_the_check_fails_when_the_two_sides_differ(tmp_path):
@@ -147,7 +166,8 @@ def test_bf16_of_large_models_is_skipped_without_native_bf16(monkeypatch):
 def cli_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
     code = main(["bench", "--preset", "builtin", "--steps", "1", "--warmup", "0", "--batch", "4", "--inner-steps", "1",
-                 "--switches", "cache", "--device", "cpu", "--matmul-seconds", "0.02", "--output", str(out)])
+                 "--switches", "cache", "--device", "cpu", "--matmul-seconds", "0.02", "--released-code",
+                 "--output", str(out)])
     return code, out
 
 
@@ -180,6 +200,8 @@ def test_report_has_every_field(cli_run):
         assert cold["cache_hit_rate"] == 0 and warm["cache_hit_rate"] == 1
         assert cold["split_s"]["teacher_clean"] > warm["split_s"]["teacher_clean"]
         assert cold["flops_per_image"] == pytest.approx(c["reference"]["flops_per_image"], rel=0.05)
+        assert c["speedup_vs_released"] == pytest.approx(c["images_per_s"] / c["released"]["images_per_s"])
+        assert c["released"]["flops_per_image"] > c["reference"]["flops_per_image"]  # its third teacher forward
         assert c["epochs"] == 2 and c["run_images_per_s"] == pytest.approx(2 / (1 / cold["images_per_s"]
                                                                               + 1 / warm["images_per_s"]))
 

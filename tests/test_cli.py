@@ -8,7 +8,7 @@ from PIL import Image
 from mmt_ard.cli.main import main
 from mmt_ard.training.finetune import FINETUNE_METHODS
 
-EVAL = ["eval.limit=24", "eval.steps=1"]
+EVAL = ["eval.limit=24", "eval.pgd.steps=1"]
 
 
 def run_cli(capsys, *args):
@@ -54,7 +54,7 @@ def test_pretrain_then_evaluate_cli(tmp_path, capsys):
     assert code == 0, err
     code, out, err = run_cli(
         capsys, "evaluate", "--model", f"rn={tmp_path / 'pt' / 'model'}", "--model", "vit=mmt-vit-s",
-        "--output", str(tmp_path / "ev"), "eval.limit=24", "eval.steps=1", "eval.zero_shot_eps=[1/255]",
+        "--output", str(tmp_path / "ev"), "eval.limit=24", "eval.pgd.steps=1", "eval.zero_shot_eps=[1/255]",
     )
     assert code == 0, err
     results = json.loads((tmp_path / "ev" / "results.json").read_text())
@@ -63,7 +63,9 @@ def test_pretrain_then_evaluate_cli(tmp_path, capsys):
     assert set(r["racc"]) == {"1/255", "2/255", "3/255", "4/255"} and set(r["sum_acc"]) == set(r["racc"])
     assert set(r["zero_shot"]) == {"combos", "outlines"} and "zero_shot_racc" in r
     assert all(round(v, 2) == v for v in [r["acc"], *r["racc"].values()])
-    assert "| Method | eps |" in (tmp_path / "ev" / "results.md").read_text() and "| Method | eps |" in out
+    md = (tmp_path / "ev" / "results.md").read_text()
+    assert "| Method | eps |" in md and "| Method | eps |" in out
+    assert md.startswith("racc: per-sample worst case under `pgd` (PGD steps 1,")  # which protocol made the numbers
 
 
 def _folder_with_text_file(tmp_path):

@@ -50,14 +50,14 @@ def test_a_paper_preset_trains_in_bf16_and_evaluates_with_autoattack(  # noqa: F
     assert main(["distill", "--config", "paper-vit-b32", "--output", str(out), f"loop.device={gpu.type}",
                  f"student.pretrained={standins['vitb32']}", f"teacher_adv.pretrained={standins['vitl14']}",
                  f"data={spec(imagenet, 'train')}", f"eval.dataset={spec(imagenet, 'holdout')}", "optim.steps=2",
-                 "optim.batch_size=4", "loop.data.workers=1", "eval.workers=1", "eval.limit=3", "eval.steps=2",
+                 "optim.batch_size=4", "loop.data.workers=1", "eval.workers=1", "eval.limit=3", "eval.pgd.steps=2",
                  "attack.steps=3"]) == 0
     expected = "bf16" if bf16_native(gpu) else "fp32"
     assert f"precision: {expected}" in (out / "config.yaml").read_text()
     rows = [json.loads(r) for r in (out / "metrics.jsonl").read_text().splitlines()]
     assert all(r["loss"] == r["loss"] for r in rows if r["split"] == "train")  # finite (NaN != NaN)
     code = main(["evaluate", "--model", f"s={out / 'student'}", "--output", str(tmp_path / "eval"),
-                 "--device", gpu.type, "--attack", "pgd+autoattack", "--apgd-iterations", "5", "--eps", "2/255",
+                 "--device", gpu.type, "--attack", "pgd+autoattack", "--eps", "2/255",
                  "--limit", "3", f"eval.dataset={spec(imagenet, 'val')}",
                  "eval.skip_unrunnable=true"])  # 3 classes: APGD-T cannot run, said in the results
     assert code == 0

@@ -24,7 +24,7 @@ TINY = [
     "loop.eval_every=0",
     "loop.checkpoint_every=0",
     "eval.limit=32",
-    "eval.steps=1",
+    "eval.pgd.steps=1",
 ]
 
 

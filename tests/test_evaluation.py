@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from mmt_ard.data import build_dataset, loader
-from mmt_ard.evaluation import EvalConfig, accuracy_under_attack, eps_key, evaluate_model, markdown_table
+from mmt_ard.evaluation import EvalConfig, PGDSettings, accuracy_under_attack, eps_key, evaluate_model, markdown_table
 from mmt_ard.models import TextHeadCache, ZeroShotClassifier
 from mmt_ard.training import batch_indices, labeled_batch
 
@@ -31,7 +31,7 @@ def trained():
 
 
 def test_robust_accuracy_does_not_rise_with_eps_and_attacks_bite(trained):
-    cfg = EvalConfig(eps=[1 / 255, 2 / 255, 4 / 255, 8 / 255], steps=5, limit=200)
+    cfg = EvalConfig(eps=[1 / 255, 2 / 255, 4 / 255, 8 / 255], pgd=PGDSettings(steps=5), limit=200)
     ds = build_dataset("builtin:shapes:split=val,n=200")
     data = loader(ds, batch_size=100)
     acc, racc = accuracy_under_attack(trained, data, cfg.eps, cfg, torch.device("cpu"))
@@ -40,7 +40,7 @@ def test_robust_accuracy_does_not_rise_with_eps_and_attacks_bite(trained):
     assert all(a >= b for a, b in zip([acc, *values], values))
     assert values[-1] < acc - 5  # the attack really lowers accuracy
     # with a deterministic attack, never weaker than attacking each eps on its own
-    cfg.random_start = False
+    cfg.pgd.random_start = False
     _, racc = accuracy_under_attack(trained, data, cfg.eps, cfg, torch.device("cpu"))
     for e in cfg.eps:
         _, alone = accuracy_under_attack(trained, data, [e], cfg, torch.device("cpu"))
@@ -48,9 +48,13 @@ def test_robust_accuracy_does_not_rise_with_eps_and_attacks_bite(trained):
 
 
 def test_evaluate_model_result_layout(trained):
-    cfg = EvalConfig(dataset="builtin:shapes:split=val", eps=[1 / 255], steps=1, limit=50, zero_shot_eps=[1 / 255])
+    cfg = EvalConfig(dataset="builtin:shapes:split=val", eps=[1 / 255], pgd=PGDSettings(steps=1), limit=50,
+                     zero_shot_eps=[1 / 255])
     res = evaluate_model(trained.clip, cfg)
-    assert set(res) == {"acc", "racc", "sum_acc", "zero_shot", "zero_shot_racc", "attack", "racc_by_attack", "sanity"}
+    assert set(res) == {"dataset", "n", "acc", "racc", "sum_acc", "zero_shot", "zero_shot_racc", "attack", "protocol",
+                        "racc_by_attack", "sanity"}
+    assert (res["dataset"], res["n"]) == ("builtin:shapes:split=val", 50)
+    assert res["protocol"]["chain"][0]["attacks"][0]["steps"] == 1  # the settings the numbers were made with
     assert res["sum_acc"]["1/255"] == pytest.approx(res["acc"] + res["racc"]["1/255"])
     assert set(res["zero_shot"]) == {"combos", "outlines"}
 
@@ -70,7 +74,7 @@ def test_markdown_table_groups_architectures_like_table_1():
 
 def test_evaluation_leaves_the_global_rng_alone(trained):
     state = torch.get_rng_state()
-    evaluate_model(trained.clip, EvalConfig(eps=[1 / 255], steps=1, limit=20, zero_shot=[]))
+    evaluate_model(trained.clip, EvalConfig(eps=[1 / 255], pgd=PGDSettings(steps=1), limit=20, zero_shot=[]))
     assert torch.equal(state, torch.get_rng_state())
 
 
@@ -88,7 +92,7 @@ class Spy(torch.nn.Module):
 
 
 def test_evaluation_is_float32_inside_bf16_autocast(trained):
-    cfg = EvalConfig(eps=[2 / 255], steps=2, limit=40, random_start=False)
+    cfg = EvalConfig(eps=[2 / 255], pgd=PGDSettings(steps=2, random_start=False), limit=40)
     data = loader(build_dataset("builtin:shapes:split=val,n=40"), batch_size=40)
     reference = Spy(trained)
     plain = accuracy_under_attack(reference, data, cfg.eps, cfg, torch.device("cpu"))  # outside any autocast
@@ -120,7 +124,7 @@ def test_a_sample_fooled_by_any_iterate_counts_as_broken():
     x = torch.full((4, 3, 8, 8), 0.5)
     y = torch.zeros(4, dtype=torch.long)
     model = Band()
-    cfg = EvalConfig(eps=[3 / 255], steps=2, step_size=1.5 / 255, random_start=False)
+    cfg = EvalConfig(eps=[3 / 255], pgd=PGDSettings(steps=2, step_size=1.5 / 255, random_start=False))
     with torch.no_grad():  # check the construction: start correct, middle fooled, end correct
         for k in (0.0, 1.5, 3.0):
             assert (model(x + k / 255).argmax(-1) == 0).tolist() == [k != 1.5] * 4

@@ -32,7 +32,7 @@ from .test_distributed import checkpoint_model, max_difference
 
 # 32 images, a global batch of 8: 4 steps per epoch, 2 epochs
 EPOCHS = ["data=builtin:shapes:split=train,n=32", "optim.steps=8", "optim.batch_size=8", "attack.steps=1",
-          "loop.device=cpu", "loop.log_every=1", "eval.limit=8", "eval.steps=1"]
+          "loop.device=cpu", "loop.log_every=1", "eval.limit=8", "eval.pgd.steps=1"]
 
 
 def cache_rows(root: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -93,7 +93,7 @@ def folder_run(tmp_path: Path, name: str, data: Path) -> tuple[np.ndarray, np.nd
     """One epoch (8 images, batch 8) of a tiny distillation on ``data``; its cache's rows."""
     root = tmp_path / f"cache-{name}"
     cfg = tiny_cfg(tmp_path / name, f"data=folder:{data}:size=32", "optim.steps=1", "optim.batch_size=8",
-                   "loop.device=cpu", "loop.data.workers=0", "eval.limit=8", "eval.steps=1",
+                   "loop.device=cpu", "loop.data.workers=0", "eval.limit=8", "eval.pgd.steps=1",
                    "eval.dataset=builtin:shapes:split=val", f"fast.cache_dir={root}")
     run_distill(cfg)
     return cache_rows(root)

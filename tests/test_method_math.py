@@ -190,8 +190,10 @@ def test_method_defaults():
     assert strategy.static.a == 0.5 and (strategy.adaptive_norm.eta, strategy.adaptive_norm.beta) == (0.025, 1.0)
     assert (cfg.lora.rank, cfg.lora.alpha, cfg.lora.dropout) == (16, 16.0, 0.1)
     ev = EvalConfig()
-    assert ev.eps == [1 / 255, 2 / 255, 3 / 255, 4 / 255] and (ev.steps, ev.norm, ev.random_start) == (10, "linf", True)
-    assert all(math.isclose(PGDConfig(eps=e, step_size=ev.step_size).alpha, e / 4) for e in ev.eps)
+    assert ev.eps == [1 / 255, 2 / 255, 3 / 255, 4 / 255] and (ev.pgd.steps, ev.norm, ev.pgd.random_start) == (
+        10, "linf", True)
+    assert all(math.isclose(ev.pgd_config(e).alpha, e / 4) for e in ev.eps)
+    assert (ev.attack, ev.pgd.restarts) == ("pgd", 1)  # METHOD.md 4: PGD-10 is the default robust accuracy
     assert cfg.optim.warmup == 0.07
 
 

@@ -68,7 +68,7 @@ def test_paper_presets_train_and_evaluate_with_real_architectures(standins, monk
     monkeypatch.setenv("ADV_TEACHER", str(standins["vitl14"]))  # a whole CLIP: its vision tower is used
     common = ["optim.batch_size=2", f"teacher_adv.pretrained={standins['vitl14']}",
               f"data={spec(imagenet, 'train')}", f"eval.dataset={spec(imagenet, 'holdout')}",
-              "loop.data.workers=1", "eval.workers=1", "eval.limit=2", "eval.steps=1",
+              "loop.data.workers=1", "eval.workers=1", "eval.limit=2", "eval.pgd.steps=1",
               "attack.steps=2"]  # the preset's 10-step inner attack is the same loop, 5x the time
     # one step each: the optimizer step that changes the student is the same code at every step
     for preset, student, steps in (("paper-vit-b32", "vitb32", 1), ("paper-rn50", "rn50", 1)):
@@ -90,7 +90,7 @@ def test_paper_presets_train_and_evaluate_with_real_architectures(standins, monk
     # the evaluation command on one student (RN50's PGD at 224 px already ran in its preset's validation)
     code = main(["evaluate", "--model", f"vitb32={tmp_path / 'paper-vit-b32' / 'student'}", "--output", str(tmp_path / "eval"),
                  f"eval.dataset={spec(imagenet, 'val')}", f'eval.zero_shot=["{spec(imagenet, "holdout")}"]',
-                 "eval.eps=[1/255,4/255]", "eval.steps=2", "clip_benchmark_json=true"])
+                 "eval.eps=[1/255,4/255]", "eval.pgd.steps=2", "clip_benchmark_json=true"])
     assert code == 0
     results = json.loads((tmp_path / "eval" / "results.json").read_text())
     r = results["vitb32"]

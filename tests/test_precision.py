@@ -164,7 +164,7 @@ def test_a_bf16_run_on_a_cpu_with_native_bf16_trains_in_bf16(monkeypatch, tmp_pa
     cfg = load_config(DistillConfig, overrides=[
         "data=builtin:shapes:split=train,n=32", "student.arch=mmt-vit-s", "teacher_clean.arch=mmt-vit-t",
         "teacher_adv.arch=mmt-vit-t", "optim.steps=1", "optim.batch_size=8", "attack.steps=1",
-        "eval.limit=8", "eval.steps=1", f"loop.precision={loop}", f"fast.teacher_precision={teachers}",
+        "eval.limit=8", "eval.pgd.steps=1", f"loop.precision={loop}", f"fast.teacher_precision={teachers}",
         f"output={tmp_path}"])
     summary = run_distill(cfg)
     assert held == [expected]
@@ -178,6 +178,6 @@ def test_bf16_teachers_fall_back_to_float32_without_native_bf16(monkeypatch, tmp
     cfg = load_config(DistillConfig, overrides=[
         "data=builtin:shapes:split=train,n=32", "student.arch=mmt-vit-s", "teacher_clean.arch=mmt-vit-t",
         "teacher_adv.arch=mmt-vit-t", "optim.steps=1", "optim.batch_size=8", "attack.steps=1", "eval.limit=8",
-        "eval.steps=1", "fast.teacher_precision=bf16", f"output={tmp_path}"])
+        "eval.pgd.steps=1", "fast.teacher_precision=bf16", f"output={tmp_path}"])
     run_distill(cfg)
     assert yaml.safe_load((tmp_path / "config.yaml").read_text())["config"]["fast"]["teacher_precision"] == "fp32"

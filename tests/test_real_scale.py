@@ -122,7 +122,7 @@ def test_a_bf16_run_on_a_cpu_without_bf16_trains_in_float32(monkeypatch, tmp_pat
     cfg = load_config(DistillConfig, overrides=[
         "data=builtin:shapes:split=train,n=64", "student.arch=mmt-vit-s", "teacher_clean.arch=mmt-vit-s",
         "teacher_adv.arch=mmt-vit-s", "optim.steps=1", "optim.batch_size=8", "attack.steps=1",
-        "eval.limit=8", "eval.steps=1", "loop.precision=bf16", f"output={tmp_path}"])
+        "eval.limit=8", "eval.pgd.steps=1", "loop.precision=bf16", f"output={tmp_path}"])
     run_distill(cfg)
     assert seen == ["fp32"]  # the inner attack ran in float32
     saved = yaml.safe_load((tmp_path / "config.yaml").read_text())

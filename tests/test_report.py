@@ -72,12 +72,12 @@ def evaluated() -> dict[str, dict[str, Any]]:
     """Real `evaluate_models` output for two tiny students, plus entries in the same layout for others."""
     import torch
 
-    from mmt_ard.evaluation import EvalConfig, evaluate_models
+    from mmt_ard.evaluation import EvalConfig, PGDSettings, evaluate_models
     from mmt_ard.models import ModelSpec, load_clip
 
     torch.manual_seed(0)
     models = {name: load_clip(ModelSpec(arch="mmt-vit-s")) for name in ("vit-s/baseline", "vit-s/mmt-ard")}
-    cfg = EvalConfig(eps=[1 / 255, 2 / 255], steps=1, limit=16, batch_size=16, sanity=False,
+    cfg = EvalConfig(eps=[1 / 255, 2 / 255], pgd=PGDSettings(steps=1), limit=16, batch_size=16, sanity=False,
                      zero_shot=["builtin:combos:split=test"])
     results = evaluate_models(models, cfg)
     results["rn-s/baseline"] = copy.deepcopy(results["vit-s/baseline"])  # no rn-s/mmt-ard: no rn-s radar

@@ -4,7 +4,7 @@ import logging
 
 import torch
 
-from mmt_ard.evaluation import EvalConfig
+from mmt_ard.evaluation import APGDSettings, EvalConfig, PGDSettings, TargetedSettings
 from mmt_ard.evaluation.attacks import AttackTrace
 from mmt_ard.evaluation.sanity import (
     check_chance,
@@ -59,7 +59,8 @@ def _trace(clf, data):
     return trace
 
 
-CFG = dict(eps=[2 / 255, 8 / 255], steps=3, sanity_samples=16, apgd_iterations=4, n_target_classes=1)
+CFG = dict(eps=[2 / 255, 8 / 255], pgd=PGDSettings(steps=3), sanity_samples=16, apgd_ce=APGDSettings(4, 1),
+           apgd_t=TargetedSettings(4, 1, 1))
 
 
 def test_each_check_fires_on_a_bad_case_and_not_on_a_good_one():
@@ -93,7 +94,7 @@ def test_gradient_masking_is_flagged_with_cause_and_fix(caplog):
 def test_a_normal_model_passes_every_check(caplog):
     clf = tiny_classifier("mmt-vit-s").eval()
     data = _data(clf)
-    cfg = EvalConfig(attack="pgd+autoattack", **CFG)
+    cfg = EvalConfig(attack="pgd+apgd-ce+apgd-t", **CFG)
     with caplog.at_level(logging.WARNING, logger="mmt_ard"):
         flags = run_sanity_checks(clf, data, {"2/255": 40.0, "8/255": 5.0}, cfg, _trace(clf, data))
     assert set(flags) == {"monotone_in_eps", "nonzero_gradients", "large_eps_to_chance", "more_steps_not_weaker",

@@ -62,6 +62,10 @@ def from_dict(cls: type[C], data: dict[str, Any], where: str = "") -> C:
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(data) - names)
+    moved = getattr(cls, "MOVED_KEYS", {})
+    if unknown and unknown[0] in moved:
+        raise ConfigError(f"config key {_join(where, unknown[0])!r} has moved: write "
+                          f"{_join(where, moved[unknown[0]])!r} instead")
     if unknown:
         close = difflib.get_close_matches(unknown[0], names, n=1)
         hint = f" Did you mean {_join(where, close[0])!r}?" if close else ""

@@ -17,19 +17,33 @@ more), so the speed ratio against it is a fair, if anything conservative, measur
   ``adv-only``, plus ``gamma`` times the cross-modal KL of section 3.2.
 
 Anything else (other strategies, objectives, norms, momentum, no random start) is refused.
+
+:class:`ReleasedCodeStep` is the other reference, optional in the bench (``--released-code``): a step
+that follows the released code's own choices, so the optimized step is also timed against what users
+of that code run today:
+
+* the inner attack is L-inf PGD with momentum 0.9 (the L1-normalized gradient accumulated, sign step)
+  on ``KL(softmax(z_Torg(x)) || softmax(z_S(x')))``, random start;
+* the outer loss weights the per-sample KL terms by ``50 c_adv`` and ``5 c_org`` over the number of
+  classes, ``c`` each teacher's cosine to the true class (METHOD.md 3.1), plus ``gamma`` L_cm;
+* a third teacher forward whose output nothing reads (the adversarial teacher on the clean batch).
+
+Its loss equals the optimized task's configured the same way (``released-code`` strategy,
+``kl-clean-teacher`` objective, momentum 0.9), which the tests check.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mmt_ard.distill.strategies import StrategyConfig
 from mmt_ard.distill.task import InnerAttackConfig, LossConfig
 from mmt_ard.distributed import skip_to_rank
 from mmt_ard.errors import ConfigError
@@ -40,6 +54,7 @@ from mmt_ard.training.timing import NO_SECTIONS, Sections
 
 OBJECTIVES = ("embedding-l2", "kl-clean-teacher")
 STRATEGIES = ("confidence", "adv-only")
+RELEASED_MOMENTUM = 0.9  # the released code's inner attack
 
 
 def unsupported(attack: InnerAttackConfig, loss: LossConfig) -> list[str]:
@@ -89,7 +104,7 @@ class ReferenceStep:
         loss: LossConfig,
         seed: int = 0,
     ) -> None:
-        check_supported(attack, loss)
+        self.check(attack, loss)
         attack.validate()
         loss.validate()
         self.student = student
@@ -99,6 +114,10 @@ class ReferenceStep:
         self.loss_cfg = loss
         self.seed = seed
         self.timer: Sections = NO_SECTIONS
+        self.teacher_scale = float(getattr(teacher_adv, "scale", 100.0))  # z = s * cosine
+
+    check = staticmethod(check_supported)
+    unused_teacher_forward = False  # the released code's third forward (ReleasedCodeStep)
 
     def named_trainable_parameters(self) -> list[tuple[str, nn.Parameter]]:
         return [(n, p) for n, p in self.student.named_parameters() if p.requires_grad]
@@ -126,25 +145,38 @@ class ReferenceStep:
         u = torch.rand(x.shape, generator=gen, device="cpu").to(x.device)  # uniform in [-eps, eps]
         delta = (2 * u - 1) * cfg.eps
         delta = ((x + delta).clamp(0, 1) - x).detach()
+        velocity = torch.zeros_like(x)
         with eval_mode(self.student):
             objective = self._objective(x, teacher_clean_logits)
             for _ in range(cfg.steps):
                 delta.requires_grad_(True)
                 total = objective(x + delta).float().sum()
                 (grad,) = torch.autograd.grad(total, delta)
+                if cfg.momentum:  # velocity += L1-normalized gradient (ReleasedCodeStep only)
+                    l1 = grad.detach().abs().flatten(1).sum(1).clamp_min(1e-12).view(-1, 1, 1, 1)
+                    grad = velocity = cfg.momentum * velocity + grad.detach() / l1
                 delta = (delta.detach() + cfg.alpha * grad.detach().sign()).clamp(-cfg.eps, cfg.eps)
                 delta = ((x + delta).clamp(0, 1) - x).detach()
         return (x + delta).detach()
 
     def loss(
-        self, s_clean: torch.Tensor, s_adv: torch.Tensor, t_clean: torch.Tensor, t_adv: torch.Tensor
+        self, s_clean: torch.Tensor, s_adv: torch.Tensor, t_clean: torch.Tensor, t_adv: torch.Tensor,
+        labels: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """METHOD.md section 3 for ``confidence`` or ``adv-only``, plus ``gamma`` L_cm (3.2)."""
+        """METHOD.md section 3 for ``confidence``, ``adv-only`` or ``released-code``, plus ``gamma`` L_cm (3.2)."""
         cfg = self.loss_cfg
         t = cfg.temperature
         l_clean = t * t * kl_rows(t_clean.detach(), s_clean, t)  # (B,)
         l_adv = t * t * kl_rows(t_adv.detach(), s_adv, t)  # (B,)
-        if cfg.strategy.name == "confidence":
+        lambda_org, lambda_adv = cfg.lambda_org, cfg.lambda_adv
+        if cfg.strategy.name == "released-code":  # 50 c_adv KL_adv + 5 c_org KL_clean, over C; no lambdas
+            assert labels is not None
+            opts, classes = cfg.strategy.released_code, t_adv.shape[-1]
+            c_adv = t_adv.detach().float()[torch.arange(len(labels)), labels] / self.teacher_scale
+            c_org = t_clean.detach().float()[torch.arange(len(labels)), labels] / self.teacher_scale
+            w_adv, w_clean = opts.adv * c_adv / classes, opts.clean * c_org / classes
+            lambda_org = lambda_adv = 1.0
+        elif cfg.strategy.name == "confidence":
             conf_adv = F.softmax(t_adv.detach().float(), dim=-1).max(dim=-1).values  # eq. (3)
             conf_org = F.softmax(t_clean.detach().float(), dim=-1).max(dim=-1).values  # eq. (3)
             rho = conf_adv / (conf_org + 1e-5)  # eq. (4)
@@ -153,14 +185,14 @@ class ReferenceStep:
             w_clean = 1.0 - w_adv  # eq. (6)
         else:  # adv-only
             w_adv, w_clean = torch.ones_like(l_adv), torch.zeros_like(l_clean)
-        loss_kd = (cfg.lambda_org * w_clean * l_clean + cfg.lambda_adv * w_adv * l_adv).mean()
+        loss_kd = (lambda_org * w_clean * l_clean + lambda_adv * w_adv * l_adv).mean()
         loss_cm = kl_rows(s_clean.detach(), s_adv).mean()  # KL(softmax(z_S(x)).detach() || softmax(z_S(x')))
         return {"loss": loss_kd + cfg.gamma * loss_cm, "loss_kd": loss_kd, "loss_cm": loss_cm,
                 "kl_clean": l_clean.mean(), "kl_adv": l_adv.mean(), "w_adv": w_adv.mean()}
 
     def training_step(self, batch: tuple[torch.Tensor, ...], step: int) -> dict[str, torch.Tensor]:
         """The step's terms; ``batch`` is ``(x, y)`` or ``(x, y, idx)`` (idx is not used)."""
-        x = batch[0]
+        x, y = batch[0], batch[1]
         timer = self.timer
         with torch.autocast(x.device.type, enabled=False):
             x = x.float()
@@ -172,10 +204,43 @@ class ReferenceStep:
                 x_adv = self.attack(x, t_clean, step)
             with timer("teacher_adv"), torch.no_grad():
                 t_adv = self.teacher_adv(x_adv)  # (B, C)
+                if self.unused_teacher_forward:
+                    self.teacher_adv(x)  # the released code's third teacher forward: nothing reads it
             with timer("student_forward"):
                 s_clean = self.student(x)  # (B, C)
                 s_adv = self.student(x_adv)  # (B, C)
-                return self.loss(s_clean, s_adv, t_clean, t_adv)
+                return self.loss(s_clean, s_adv, t_clean, t_adv, y)
+
+
+def released_unsupported(attack: InnerAttackConfig, loss: LossConfig) -> list[str]:
+    """What of ``attack`` and ``loss`` is not the released code's choice (empty: all of it is)."""
+    problems = []
+    if attack.objective != "kl-clean-teacher":
+        problems.append(f"attack objective {attack.objective!r} (the released code attacks kl-clean-teacher)")
+    if attack.norm != "linf" or not attack.random_start:
+        problems.append("anything but L-inf PGD with a random start")
+    if loss.strategy.name != "released-code":
+        problems.append(f"strategy {loss.strategy.name!r} (the released code weights by released-code)")
+    return problems
+
+
+def check_released(attack: InnerAttackConfig, loss: LossConfig) -> None:
+    problems = released_unsupported(attack, loss)
+    if problems:
+        raise ConfigError("the released-code step does not implement " + "; ".join(problems))
+
+
+class ReleasedCodeStep(ReferenceStep):
+    """The released code's step (see the module docstring); build it with :func:`released_recipe`."""
+
+    check = staticmethod(check_released)
+    unused_teacher_forward = True
+
+
+def released_recipe(attack: InnerAttackConfig, loss: LossConfig) -> tuple[InnerAttackConfig, LossConfig]:
+    """``attack`` and ``loss`` with the released code's choices: KL attack with momentum, its weighting."""
+    return (replace(attack, objective="kl-clean-teacher", momentum=RELEASED_MOMENTUM),
+            replace(loss, strategy=StrategyConfig(name="released-code")))
 
 
 @dataclass

@@ -134,6 +134,10 @@ def to_markdown(report: dict[str, Any]) -> str:
         if c["reference"] and c["student"] not in shown:  # once per student: it is float32 only
             lines.append(_row(c["student"], c["reference"], 1.0))
             shown.add(c["student"])
+        if c.get("released") and c["student"] + "/released" not in shown:
+            ratio = c["released"]["images_per_s"] / c["reference_images_per_s"] if c["reference_images_per_s"] else None
+            lines.append(_row(c["student"], c["released"], ratio))
+            shown.add(c["student"] + "/released")
         lines.append(_row(c["student"], c["optimized"], c["speedup_vs_reference"]))
         if c.get("cold"):
             lines.append(_row(c["student"], c["cold"], c.get("cold_speedup_vs_reference")))
@@ -145,6 +149,12 @@ def to_markdown(report: dict[str, Any]) -> str:
               "switch X off. "
               "\"vs reference\" is images/s over the float32 reference step's. FLOPs count matrix multiplies, "
               "convolutions and attention (FlopCounterMode) over one whole step, attack included.", ""]
+    released = [c for c in report["configurations"] if c.get("speedup_vs_released")]
+    if released:
+        lines += ["`released` is the released code's own step (momentum PGD on the clean-teacher KL, the 50/5 cosine "
+                  "weighting, a third teacher forward; bench/reference.py). The optimized step, as configured above, "
+                  "against it: " + ", ".join(f"{c['student']} {c['precision']} {c['speedup_vs_released']:.2f}x"
+                                             for c in released) + ".", ""]
     run = _run_lines(report["configurations"])
     lines += run[1:] + [""] if run else []
     lines += ["## Same loss: optimized vs reference (float32, same models, batch and step)", "",

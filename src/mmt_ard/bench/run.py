@@ -30,7 +30,7 @@ import torch
 
 from mmt_ard.bench.frozen import frozen_forward
 from mmt_ard.bench.matmul import matmul_rate
-from mmt_ard.bench.reference import unsupported
+from mmt_ard.bench.reference import ReleasedCodeStep, released_recipe, unsupported
 from mmt_ard.bench.report import machine_info
 from mmt_ard.bench.step import (
     PRECISIONS, BenchModels, Measurement, RandomImages, Timed, build_reference, build_task, loss_check,
@@ -93,6 +93,7 @@ class BenchConfig:
     cold: bool = True  # also time the optimized step with an empty clean-logit cache (a first epoch)
     epochs: int = 2  # the whole-run speed-up: one cold epoch, then warm ones
     compile: bool = False  # torch.compile the towers in the optimized step
+    released: bool = False  # also time the released code's step (bench/reference.py: ReleasedCodeStep)
     seed: int = 0
     rtol: float = 1e-4  # same-loss check tolerance (relative)
     matmul_seconds: float = 1.0  # time budget of each matmul probe
@@ -248,6 +249,12 @@ class _Runner:
             check, layout_check = self._loss_checks(models, fast)
             ref_step = build_reference(models, self.attack, self.loss, cfg.seed)
             timeds.append(Timed(ref_step, self.data, self.device, "fp32", "reference", cfg.steps + cfg.warmup + 1))
+        released = None
+        if cfg.released:  # the released code's own step: float32, like the reference
+            student_c, t_clean, t_adv = models.copies()
+            step = ReleasedCodeStep(student_c, t_clean, t_adv, *released_recipe(self.attack, self.loss), seed=cfg.seed)
+            released = Timed(step, self.data, self.device, "fp32", "released", cfg.steps + cfg.warmup + 1)
+            timeds.append(released)
         skipped, variants = [], {}
         bf16_reason = bf16_skip_reason(cfg, self.device, models.vision_parameters())
         for precision in cfg.precisions():
@@ -258,6 +265,7 @@ class _Runner:
             timeds += [t for _, t in variants[precision]]
         results = dict(zip(map(id, timeds), measure_interleaved(timeds, cfg.warmup, cfg.steps), strict=True))
         reference = self._json(results[id(timeds[0])]) if check is not None else None
+        released_json = self._json(results[id(released)]) if released is not None else None
         configs = []
         for precision, steps in variants.items():
             (_, best), *offs = steps
@@ -271,6 +279,9 @@ class _Runner:
             row["reference_images_per_s"] = reference["images_per_s"] if reference else None
             row["speedup_vs_reference"] = optimized["images_per_s"] / reference["images_per_s"] if reference else None
             row["reference_unavailable"] = ref_reason
+            row["released"] = released_json  # the released code's step, when asked for (--released-code)
+            row["speedup_vs_released"] = (optimized["images_per_s"] / released_json["images_per_s"]
+                                          if released_json else None)
             row["loss_check"] = check  # float32, whatever this row's precision
             row["loss_check_channels_last"] = layout_check
             row["switches"] = {}

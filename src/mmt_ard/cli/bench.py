@@ -36,6 +36,8 @@ def add_bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=2,
                    help="epochs of the whole-run speed-up (one cold epoch, then warm ones; default 2)")
     p.add_argument("--compile", action="store_true", help="torch.compile the towers in the optimized step")
+    p.add_argument("--released-code", dest="released", action="store_true",
+                   help="also time the authors' released code's step (momentum KL attack, 50/5 cosine weighting)")
     p.add_argument("--matmul-seconds", dest="matmul_seconds", type=float, default=1.0,
                    help="time budget of each matmul-rate probe (default 1)")
     p.add_argument("--seed", type=int, default=0)
@@ -53,6 +55,7 @@ def run(args: argparse.Namespace) -> None:
         inner_steps=args.inner_steps, classes=args.classes, image_size=args.image_size, precision=args.precision,
         force_bf16=args.force_bf16, device=args.device, steps=args.steps, warmup=args.warmup,
         strategy=args.strategy, objective=args.objective, switches=switches, compile=args.compile,
+        released=args.released,
         cold=args.cold, epochs=args.epochs,
         seed=args.seed, matmul_seconds=args.matmul_seconds,
     )

@@ -78,20 +78,22 @@ def _evaluate(args: argparse.Namespace) -> None:
     log.info("wrote %s/results.json and results.md", cfg.output)
 
 
-EVAL_FLAGS = {  # flag -> EvalConfig field (the same names work as eval.<field>=... overrides)
-    "attack": "attack", "eps": "eps", "steps": "steps", "restarts": "restarts", "apgd_iterations": "apgd_iterations",
-    "target_classes": "n_target_classes", "limit": "limit", "zero_shot_eps": "zero_shot_eps",
+EVAL_FLAGS = {  # flag -> EvalConfig fields (the same names work as eval.<field>=... overrides)
+    "attack": ("attack",), "eps": ("eps",), "steps": ("pgd.steps",), "restarts": ("pgd.restarts",),
+    "apgd_iterations": ("apgd_ce.iterations", "apgd_t.iterations"), "target_classes": ("apgd_t.targets", "fab_t.targets"),
+    "square_queries": ("square.queries",), "limit": ("limit",), "zero_shot_eps": ("zero_shot_eps",),
 }
 
 
 def _eval_values(args: argparse.Namespace) -> dict[str, Any]:
-    return {f"eval.{key}": getattr(args, flag) for flag, key in EVAL_FLAGS.items() if getattr(args, flag) is not None}
+    return {f"eval.{key}": getattr(args, flag) for flag, keys in EVAL_FLAGS.items() for key in keys
+            if getattr(args, flag) is not None}
 
 
 def _export(args: argparse.Namespace) -> None:
     from mmt_ard.cli.export import run_export
 
-    out = run_export(args.source, args.format, args.output, device=args.device or "cpu")
+    out = run_export(args.source, args.format, args.output, device=args.device or "cpu", results=args.results)
     print(f"wrote {args.format} export to {out}")
 
 
@@ -154,12 +156,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="YAML preset")
     p.add_argument("--output", help="folder for results.json and results.md")
     p.add_argument("--device", help="auto (default), cpu, cuda")
-    p.add_argument("--attack", help="pgd | apgd-ce | apgd-t | autoattack, or several joined by '+' (per-sample worst case)")
+    p.add_argument("--attack", help="pgd | apgd-ce | apgd-t | fab-t | square | autoattack | autoattack-standard, or "
+                   "several joined by '+' (per-sample worst case); the autoattack protocols have fixed settings")
     p.add_argument("--eps", help="comma list of budgets, e.g. 1/255,2/255,4/255")
-    p.add_argument("--steps", help="PGD steps (default 10)")
-    p.add_argument("--restarts", help="PGD and APGD restarts (default 1)")
-    p.add_argument("--apgd-iterations", dest="apgd_iterations", help="APGD iterations (default 100)")
-    p.add_argument("--target-classes", dest="target_classes", help="APGD-T target classes (default 9, capped at C-1)")
+    p.add_argument("--steps", help="PGD steps (eval.pgd.steps, default 10)")
+    p.add_argument("--restarts", help="PGD random restarts (eval.pgd.restarts, default 1)")
+    p.add_argument("--apgd-iterations", dest="apgd_iterations",
+                   help="iterations of apgd-ce and apgd-t run under their own names (default 100)")
+    p.add_argument("--target-classes", dest="target_classes",
+                   help="target classes of apgd-t and fab-t run under their own names (default 9, capped at C-1)")
+    p.add_argument("--square-queries", dest="square_queries", help="queries of square (eval.square.queries, default 5000)")
     p.add_argument("--limit", help="number of evaluation samples (a seeded random subset)")
     p.add_argument("--zero-shot-eps", dest="zero_shot_eps", help="comma list: robust zero-shot at these eps")
     p.add_argument("overrides", nargs="*", metavar="key.path=value", help="e.g. eval.limit=500 eval.eps=[1/255]")
@@ -170,6 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", required=True, help="open_clip | vision-state-dict | hf (see `mmt-ard list`)")
     p.add_argument("--output", required=True, help="output folder (must be empty or new)")
     p.add_argument("--device", help="cpu (default) or cuda")
+    p.add_argument("--results", help="RESULTS.json[:NAME] from `mmt-ard evaluate`: the numbers of the model card "
+                   "(README.md); default: the run's last validation")
     p.set_defaults(fn=_export)
 
     p = sub.add_parser("demo", help="the whole paper pipeline on the built-in world, offline, on a CPU")

@@ -1,4 +1,4 @@
-"""Evaluation: clean, robust and zero-shot accuracy, and the paper-style report."""
+"""Evaluation: clean, robust and zero-shot accuracy, the named attack protocols, the paper-style report."""
 
 from mmt_ard.evaluation.metrics import (
     EvalConfig,
@@ -8,6 +8,27 @@ from mmt_ard.evaluation.metrics import (
     evaluate_model,
     evaluate_models,
 )
+from mmt_ard.evaluation.protocols import (
+    PROTOCOLS,
+    APGDSettings,
+    PGDSettings,
+    SquareSettings,
+    TargetedSettings,
+)
 from mmt_ard.evaluation.report import attack_gap_table, markdown_table
 
-__all__ = ["attack_gap_table", "EvalConfig", "accuracy_under_attack", "check_datasets", "eps_key", "evaluate_model", "evaluate_models", "markdown_table"]
+__all__ = [
+    "PROTOCOLS",
+    "APGDSettings",
+    "EvalConfig",
+    "PGDSettings",
+    "SquareSettings",
+    "TargetedSettings",
+    "accuracy_under_attack",
+    "attack_gap_table",
+    "check_datasets",
+    "eps_key",
+    "evaluate_model",
+    "evaluate_models",
+    "markdown_table",
+]

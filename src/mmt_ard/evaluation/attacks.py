@@ -1,10 +1,11 @@
-"""Evaluation attacks by name, chained per sample: ``pgd``, ``apgd-ce``, ``apgd-t``, ``autoattack``.
+"""Evaluation attacks by name, chained per sample: ``pgd``, ``apgd-ce``, ``apgd-t``, ``fab-t``,
+``square`` and the protocols ``autoattack`` and ``autoattack-standard``.
 
 ``EvalConfig.attack`` names one attack or several joined by ``+`` (``pgd+autoattack``). They run in
 that order, each on the samples every earlier attack left correctly classified, so a sample counts
-as robust only if it survived every attack: the per-sample worst case. ``autoattack`` is APGD-CE
-then APGD-T (AutoAttack's "custom" version, as FARE and the MMT-ARD authors evaluate), run with
-the AutoAttack authors' implementation (see :mod:`mmt_ard.evaluation.autoattack`).
+as robust only if it survived every attack: the per-sample worst case. Each attack's settings are
+its own config section; the protocols' settings are fixed (:mod:`mmt_ard.evaluation.protocols`).
+All but ``pgd`` run the AutoAttack authors' implementation (:mod:`mmt_ard.evaluation.autoattack`).
 
 An attack is a function ``(classifier, x, y, eps, cfg, generator, ctx) -> (B,) bool`` that says,
 per sample, whether the classifier is still correct on the adversarial example it found.
@@ -25,8 +26,9 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
-from mmt_ard.attacks import PGDConfig, pgd
+from mmt_ard.attacks import pgd
 from mmt_ard.errors import ConfigError
+from mmt_ard.evaluation.protocols import MIN_CLASSES, base_attacks, check_fixed
 from mmt_ard.models.clip import ZeroShotClassifier
 from mmt_ard.models.frozen import eval_mode
 from mmt_ard.registry import Registry
@@ -65,10 +67,6 @@ def attack_names(spec: str) -> list[str]:
     return names
 
 
-# attacks that cannot run below a number of classes: APGD-T's targeted DLR loss reads the 4th-largest logit
-MIN_CLASSES = {"apgd-t": 4, "autoattack": 4}
-
-
 def unrunnable_attacks(cfg: EvalConfig, num_classes: int, where: str) -> list[str]:
     """The attacks of ``cfg.attack`` that cannot run on ``num_classes`` classes; an error unless allowed.
 
@@ -76,28 +74,35 @@ def unrunnable_attacks(cfg: EvalConfig, num_classes: int, where: str) -> list[st
     is dropped, its APGD-CE still runs) and the caller records the names in the results.
     """
     names = attack_names(cfg.attack)
-    bad = [n for n in names if num_classes < MIN_CLASSES.get(n, 0)]
-    if bad and cfg.skip_unrunnable and bad == names and "autoattack" not in names:
+    bad = [a for n in names for a in base_attacks(n) if num_classes < MIN_CLASSES.get(a, 2)]
+    runnable = [a for n in names for a in base_attacks(n) if num_classes >= MIN_CLASSES.get(a, 2)]
+    if bad and cfg.skip_unrunnable and not runnable:
         raise ConfigError(f"eval.attack={cfg.attack!r} cannot run on {where} ({num_classes} classes) and nothing "
                           "else is in the chain: its robust accuracy would be the clean accuracy. Use eval.attack="
                           "pgd or apgd-ce there")
     if bad and not cfg.skip_unrunnable:
+        needs = ", ".join(f"{a.upper()} needs at least {MIN_CLASSES[a]} classes" for a in dict.fromkeys(bad))
         raise ConfigError(
-            f"eval.attack={cfg.attack!r} cannot run on {where} ({num_classes} classes): APGD-T (in {', '.join(bad)}) "
-            f"needs at least 4 classes (its targeted DLR loss reads the 4th-largest logit). Use eval.attack=pgd or "
-            "apgd-ce there, or eval.skip_unrunnable=true to run the chain without APGD-T (the results then list it "
-            "under skipped_attacks)")
-    return bad
+            f"eval.attack={cfg.attack!r} cannot run on {where} ({num_classes} classes): {needs} (APGD-T's targeted "
+            "DLR loss reads the 4th-largest logit). Use eval.attack=pgd or apgd-ce there, or "
+            "eval.skip_unrunnable=true to run the chain without it (the results then list it under skipped_attacks)")
+    return list(dict.fromkeys(bad))
 
 
 def validate_attack_options(cfg: EvalConfig) -> None:
-    """The attack section of ``EvalConfig``: names, budgets and sanity-check sizes."""
-    attack_names(cfg.attack)
-    for key in ("restarts", "apgd_iterations", "n_target_classes", "sanity_samples"):
-        if getattr(cfg, key) < 1:
-            raise ConfigError(f"eval.{key} must be at least 1, got {getattr(cfg, key)}")
+    """The attack sections of ``EvalConfig``: names, budgets, fixed protocols and sanity-check sizes."""
+    names = attack_names(cfg.attack)
+    for section, settings in cfg.sections().items():
+        for key, value in vars(settings).items():
+            if key in ("steps", "restarts", "iterations", "targets", "queries") and value < 1:
+                raise ConfigError(f"eval.{section}.{key} must be at least 1, got {value}")
+    if not 0.0 < cfg.square.p_init <= 1.0:
+        raise ConfigError(f"eval.square.p_init must be in (0, 1], got {cfg.square.p_init}")
+    if cfg.sanity_samples < 1:
+        raise ConfigError(f"eval.sanity_samples must be at least 1, got {cfg.sanity_samples}")
     if not 0.0 < cfg.sanity_eps <= 1.0:
         raise ConfigError(f"eval.sanity_eps must be in (0, 1] (pixels), got {cfg.sanity_eps}; write e.g. 64/255")
+    check_fixed(names, cfg.sections())
 
 
 def still_correct(classifier: ZeroShotClassifier, x_adv: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -126,13 +131,13 @@ class AnyIterate:
 
 @EVAL_ATTACKS.register("pgd")
 def pgd_attack(classifier, x, y, eps, cfg, generator, ctx) -> torch.Tensor:  # type: ignore[no-untyped-def]
-    """PGD on the cross-entropy, ``cfg.restarts`` random restarts on the samples still correct.
+    """PGD on the cross-entropy (``eval.pgd``), ``restarts`` random restarts on the samples still correct.
 
     A sample is broken if any iterate (the random start included) fooled the model, not only the last.
     """
     correct = torch.ones(len(y), dtype=torch.bool, device=y.device)
-    attack = PGDConfig(norm=cfg.norm, eps=eps, steps=cfg.steps, step_size=cfg.step_size, random_start=cfg.random_start)
-    for _ in range(max(cfg.restarts, 1)):
+    attack = cfg.pgd_config(eps)
+    for _ in range(max(cfg.pgd.restarts, 1)):
         idx = correct.nonzero().squeeze(1)
         if len(idx) == 0:
             break

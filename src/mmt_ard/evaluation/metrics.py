@@ -16,22 +16,29 @@ smaller eps act as extra restarts.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch.utils.data import Subset
 from tqdm.auto import tqdm
 
-from mmt_ard.attacks import PGDConfig
 from mmt_ard import distributed
+from mmt_ard.attacks import PGDConfig
 from mmt_ard.data import build_dataset, loader
 from mmt_ard.data.pipeline import use_model_preprocess
 from mmt_ard.errors import ConfigError
 from mmt_ard.evaluation.attacks import AttackTrace, attack_survivors, unrunnable_attacks, validate_attack_options
+from mmt_ard.evaluation.protocols import (
+    MIN_CLASSES,
+    SECTIONS,
+    APGDSettings,
+    PGDSettings,
+    SquareSettings,
+    TargetedSettings,
+)
 from mmt_ard.evaluation.sanity import robustness_details
 from mmt_ard.models import PixelCLIP, TextHeadCache, ZeroShotClassifier
 
@@ -47,19 +54,19 @@ class EvalConfig:
         default_factory=lambda: ["builtin:combos:split=test", "builtin:outlines:split=test"]
     )
     eps: list[float] = field(default_factory=lambda: [1 / 255, 2 / 255, 3 / 255, 4 / 255])
-    steps: int = 10
-    step_size: float | None = None
     norm: str = "linf"
-    random_start: bool = True
     zero_shot_eps: list[float] = field(default_factory=list)
     limit: int | None = None
     batch_size: int = 250
     seed: int = 0
-    # attacks (evaluation/attacks.py): one name or several joined by '+', run per sample in order
-    attack: str = "pgd"  # pgd | apgd-ce | apgd-t | autoattack (= APGD-CE then APGD-T)
-    restarts: int = 1  # PGD random restarts and APGD restarts
-    apgd_iterations: int = 100  # AutoAttack's default
-    n_target_classes: int = 9  # APGD-T targets, capped at C - 1
+    # attacks (evaluation/attacks.py): one name or several joined by '+', run per sample in order;
+    # a protocol (autoattack, autoattack-standard) has fixed settings, see evaluation/protocols.py
+    attack: str = "pgd"  # pgd | apgd-ce | apgd-t | fab-t | square | autoattack | autoattack-standard
+    pgd: PGDSettings = field(default_factory=PGDSettings)
+    apgd_ce: APGDSettings = field(default_factory=APGDSettings)
+    apgd_t: TargetedSettings = field(default_factory=TargetedSettings)
+    fab_t: TargetedSettings = field(default_factory=TargetedSettings)
+    square: SquareSettings = field(default_factory=SquareSettings)
     state_dir: str | None = None  # AutoAttack state files: an interrupted evaluation resumes
     skip_unrunnable: bool = False  # run a chain without an attack the task cannot take (APGD-T below 4 classes)
     # sanity checks (evaluation/sanity.py) on a small subset at the largest eps
@@ -70,9 +77,24 @@ class EvalConfig:
     sanity_tolerance: float = 2.0  # percent a stronger attack may lose to a weaker one (subset noise)
     workers: int = 0  # DataLoader processes decoding images read from disk
 
+    # keys of earlier versions: a config that still uses one gets told where it went
+    MOVED_KEYS: ClassVar[dict[str, str]] = {
+        "steps": "pgd.steps", "step_size": "pgd.step_size", "random_start": "pgd.random_start",
+        "restarts": "pgd.restarts (PGD) or apgd_ce.restarts / apgd_t.restarts (APGD)",
+        "apgd_iterations": "apgd_ce.iterations and apgd_t.iterations", "n_target_classes": "apgd_t.targets"}
+
+    def sections(self) -> dict[str, Any]:
+        """Each attack's settings by section name (``pgd``, ``apgd_ce``, ...)."""
+        return {section: getattr(self, section) for section, _ in SECTIONS.values()}
+
+    def pgd_config(self, eps: float) -> PGDConfig:
+        p = self.pgd
+        return PGDConfig(norm=self.norm, eps=eps, steps=p.steps, step_size=p.step_size,  # type: ignore[arg-type]
+                         random_start=p.random_start)
+
     def validate(self) -> None:
         for e in [*self.eps, *self.zero_shot_eps]:
-            PGDConfig(norm=self.norm, eps=e, steps=self.steps).validate()  # type: ignore[arg-type]
+            self.pgd_config(e).validate()
         for name, values in (("eps", self.eps), ("zero_shot_eps", self.zero_shot_eps)):
             keys = [eps_key(e) for e in values]
             if len(set(keys)) != len(keys):
@@ -195,13 +217,15 @@ def evaluate_model(
     trace = AttackTrace.for_eval(cfg, f"{name}-{ds.name}")
     acc, racc = accuracy_under_attack(clf, data, cfg.eps, cfg, device, desc=f"{name}: {ds.name}", trace=trace)
     result: dict[str, Any] = {
+        "dataset": cfg.dataset,
+        "n": min(cfg.limit or len(ds), len(ds)),  # evaluated images of cfg.dataset
         "acc": acc,
         "racc": racc,
         "sum_acc": {k: round(acc + v, 2) for k, v in racc.items()},
         "zero_shot": {},
     }
     if skipped:  # asked for with eval.skip_unrunnable: the numbers are of the chain without them
-        result["skipped_attacks"] = {ds.name: [f"{n} (APGD-T: {clf.num_classes} classes, needs 4)" for n in skipped]}
+        result["skipped_attacks"] = {ds.name: _skipped(skipped, clf.num_classes)}
     result.update(robustness_details(clf, data, racc, cfg, trace))
     if cfg.zero_shot_eps:
         result["zero_shot_racc"] = {}
@@ -210,8 +234,7 @@ def evaluate_model(
         zclf = ZeroShotClassifier(clip, heads.head(clip, zds.classnames, zds.templates)).to(device)
         zskipped = unrunnable_attacks(cfg, zclf.num_classes, spec) if cfg.zero_shot_eps else []
         if zskipped:
-            result.setdefault("skipped_attacks", {})[zds.name] = [
-                f"{n} (APGD-T: {zclf.num_classes} classes, needs 4)" for n in zskipped]
+            result.setdefault("skipped_attacks", {})[zds.name] = _skipped(zskipped, zclf.num_classes)
         ztrace = AttackTrace.for_eval(cfg, f"{name}-{zds.name}")  # same attacks; resumable
         zacc, zracc = accuracy_under_attack(zclf, zdata, cfg.zero_shot_eps, cfg, device, desc=f"{name}: {zds.name}",
                                             trace=ztrace)
@@ -219,6 +242,10 @@ def evaluate_model(
         if cfg.zero_shot_eps:
             result["zero_shot_racc"][zds.name] = zracc
     return result
+
+
+def _skipped(names: list[str], num_classes: int) -> list[str]:
+    return [f"{n} ({num_classes} classes, needs {MIN_CLASSES[n]})" for n in names]
 
 
 def evaluate_models(

@@ -78,7 +78,7 @@ def attack_gap_table(results: dict[str, dict[str, Any]]) -> str:
         rows += [f"| {name} | {eps} | {pgd[eps]:.2f} | {worst:.2f} | {pgd[eps] - worst:.2f} |" for eps, worst in res["racc"].items()]
     if not rows:
         return ""
-    head = ["| Model | eps | racc PGD | racc worst case (PGD + AA) | gap PGD - AA |", "|---|---|---|---|---|"]
+    head = ["| Model | eps | racc PGD | racc worst case (chain) | gap PGD - chain |", "|---|---|---|---|---|"]
     return "\n".join(head + rows) + "\n"
 
 

@@ -10,7 +10,7 @@ al., "On Evaluating Adversarial Robustness", and AutoAttack's own flags):
 ``more_steps_not_weaker`` PGD with twice the steps and one more restart is not weaker
 ``loss_rises``           the attack loss rises over PGD's iterations
 ``nonzero_gradients``    no evaluated sample has an all-zero input gradient
-``autoattack_not_weaker`` APGD-CE + APGD-T is not weaker than PGD (when the chain runs APGD)
+``autoattack_not_weaker`` the chain's other attacks (APGD, FAB, Square) are not weaker than PGD
 ======================== ===================================================================
 
 The checks that attack again run on a small subset (``sanity_samples``) at the largest eps.
@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from mmt_ard.attacks import OBJECTIVES, PGDConfig, pgd
-from mmt_ard.evaluation.attacks import EVAL_ATTACKS, AttackContext, AttackTrace, attack_names
-from mmt_ard.evaluation.autoattack import AUTOATTACK, run_apgd
+from mmt_ard.attacks import OBJECTIVES, pgd
+from mmt_ard.evaluation.attacks import EVAL_ATTACKS, AttackContext, AttackTrace, attack_names, attack_survivors
+from mmt_ard.evaluation.protocols import describe
 from mmt_ard.models.clip import ZeroShotClassifier
 
 if TYPE_CHECKING:
@@ -52,7 +52,7 @@ def check_monotone(racc: dict[str, float], tolerance: float = 0.0) -> Flag:
     rises = [f"{a}->{b}" for (a, va), (b, vb) in zip(racc.items(), list(racc.items())[1:]) if vb > va + tolerance]
     return flag(not rises, values, "rises between eps " + ", ".join(rises) if rises else "non-increasing in eps",
                 "the attack is not converging or the loss surface is masked (a larger ball should never help)",
-                "use more steps and restarts (eval.steps, eval.restarts) or eval.attack=pgd+autoattack")
+                "use more steps and restarts (eval.pgd.steps, eval.pgd.restarts) or eval.attack=pgd+autoattack")
 
 
 def check_chance(acc_large: float, num_classes: int, margin: float) -> Flag:
@@ -60,7 +60,7 @@ def check_chance(acc_large: float, num_classes: int, margin: float) -> Flag:
     chance = 100.0 / num_classes
     return flag(acc_large <= chance + margin, acc_large, f"accuracy {acc_large:.1f}% at the large eps, chance {chance:.1f}%",
                 "gradient masking or too few attack steps: an eps this large should break any classifier",
-                "check for non-differentiable preprocessing (rounding, JPEG), raise eval.steps, try eval.attack=autoattack")
+                "check for non-differentiable preprocessing (rounding, JPEG), raise eval.pgd.steps, try eval.attack=autoattack")
 
 
 def check_stronger(weak: float, strong: float, what: str, tolerance: float) -> Flag:
@@ -68,7 +68,7 @@ def check_stronger(weak: float, strong: float, what: str, tolerance: float) -> F
     return flag(strong <= weak + tolerance, {"weaker": weak, "stronger": strong},
                 f"{what}: {strong:.1f}% vs {weak:.1f}%",
                 "the stronger attack found fewer adversarial examples: the attack is unstable or gradients are masked",
-                "raise eval.steps / eval.restarts, use a smaller step size, or report the stronger attack")
+                "raise eval.pgd.steps / eval.pgd.restarts, use a smaller step size, or report the stronger attack")
 
 
 def check_loss_rises(losses: list[float]) -> Flag:
@@ -77,7 +77,7 @@ def check_loss_rises(losses: list[float]) -> Flag:
     first, last = (losses[0], losses[-1]) if losses else (float("nan"), float("nan"))
     return flag(ok, [round(v, 4) for v in losses], f"mean CE {first:.4f} -> {last:.4f} over {len(losses)} steps",
                 "the attack makes no progress: zero or useless gradients (masking) or a step size of zero",
-                "check the input gradient (nonzero_gradients), the step size (eval.step_size) and the model's preprocessing")
+                "check the input gradient (nonzero_gradients), the step size (eval.pgd.step_size) and the model's preprocessing")
 
 
 def check_gradients(zero: int, checked: int) -> Flag:
@@ -125,7 +125,7 @@ def loss_trace(clf: ZeroShotClassifier, x: torch.Tensor, y: torch.Tensor, eps: f
         losses.append(float(loss.detach().mean()))
         return loss
 
-    attack = PGDConfig(norm=cfg.norm, eps=eps, steps=max(cfg.steps, 2), step_size=cfg.step_size, random_start=False)  # type: ignore[arg-type]
+    attack = replace(cfg.pgd_config(eps), steps=max(cfg.pgd.steps, 2), random_start=False)
     with torch.autocast(x.device.type, enabled=False):
         x_adv = pgd(clf, x, recorded, attack, precision="fp32")
     losses.append(float(objective(x_adv).detach().mean()))
@@ -152,12 +152,15 @@ def run_sanity_checks(
     large = round(clean * _pgd_acc(clf, x, y, cfg.sanity_eps, cfg, cfg.seed), 2)
     flags["large_eps_to_chance"] = check_chance(large, clf.num_classes, cfg.sanity_margin)
     few = _pgd_acc(clf, x, y, eps, cfg, cfg.seed)
-    many = _pgd_acc(clf, x, y, eps, replace(cfg, steps=2 * cfg.steps, restarts=cfg.restarts + 1), cfg.seed + 1)
+    more = replace(cfg.pgd, steps=2 * cfg.pgd.steps, restarts=cfg.pgd.restarts + 1)
+    many = _pgd_acc(clf, x, y, eps, replace(cfg, pgd=more), cfg.seed + 1)
     flags["more_steps_not_weaker"] = check_stronger(few, many, "PGD with 2x steps and +1 restart", cfg.sanity_tolerance)
     flags["loss_rises"] = check_loss_rises(loss_trace(clf, x, y, eps, cfg))
-    if any(n != "pgd" for n in attack_names(cfg.attack)):
-        aa = _pct(run_apgd(AUTOATTACK, clf, x, y, eps, cfg, AttackContext()))
-        flags["autoattack_not_weaker"] = check_stronger(few, aa, "APGD-CE + APGD-T vs PGD", cfg.sanity_tolerance)
+    others = [n for n in attack_names(cfg.attack) if n != "pgd"]
+    if others:
+        gen = torch.Generator().manual_seed(cfg.seed)
+        strong = _pct(attack_survivors(clf, x, y, eps, replace(cfg, attack="+".join(others)), gen))
+        flags["autoattack_not_weaker"] = check_stronger(few, strong, f"{'+'.join(others)} vs PGD", cfg.sanity_tolerance)
     return _warn(flags)
 
 
@@ -171,7 +174,9 @@ def robustness_details(
     """``attack``, ``racc_by_attack`` and (when ``cfg.sanity``) ``sanity`` for a result dict."""
     if not cfg.eps:
         return {}
-    out: dict[str, Any] = {"attack": cfg.attack, "racc_by_attack": trace.racc_by_attack(sorted(cfg.eps))}
+    out: dict[str, Any] = {"attack": cfg.attack, "protocol": describe(attack_names(cfg.attack), cfg.sections(),
+                                                                       cfg.norm, cfg.seed),
+                           "racc_by_attack": trace.racc_by_attack(sorted(cfg.eps))}
     if cfg.sanity:
         out["sanity"] = run_sanity_checks(clf, data, racc, cfg, trace)
     return out

@@ -113,7 +113,7 @@ def comparison_table(
         body.append(row)
     n = len(next(iter(rows.values())))
     return {"id": table_id, "title": title, "columns": columns, "rows": body,
-            "notes": [f"Test set, PGD at {e}; mean ± std over {n} paired seed(s). {SIGNIFICANT}: the paired "
+            "notes": [f"Test set, racc at {e}; mean ± std over {n} paired seed(s). {SIGNIFICANT}: the paired "
                       f"difference to {reference} exceeds twice its standard error."]}
 
 

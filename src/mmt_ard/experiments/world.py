@@ -24,6 +24,7 @@ from mmt_ard.distill.strategies import StrategyConfig
 from mmt_ard.distill.task import InnerAttackConfig, LossConfig
 from mmt_ard.errors import UserError
 from mmt_ard.evaluation import EvalConfig
+from mmt_ard.evaluation.protocols import APGDSettings, PGDSettings, TargetedSettings
 from mmt_ard.models import ModelSpec
 from mmt_ard.training.finetune import FinetuneConfig, run_finetune, validation_eval
 from mmt_ard.training.loop import LoopConfig
@@ -37,6 +38,8 @@ STUDENTS = {"vit-s": "mmt-vit-s", "rn-s": "mmt-rn-s"}
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj", "c_fc", "c_proj")
 LORA_LR = 1e-2
 DEMO_LORA = True
+# the demo's evaluation chain: PGD, then APGD-CE and APGD-T under their own names with CPU-sized settings
+REDUCED_CHAIN = "pgd+apgd-ce+apgd-t"
 
 
 @dataclass
@@ -56,20 +59,29 @@ class DemoPlan:
     device: str = "auto"
     caption_n: int = 20000
     train_n: int = 12000
-    aa_iterations: int = 10  # APGD iterations (AutoAttack uses 100)
-    aa_targets: int = 1  # APGD-T target classes (AutoAttack uses 9)
+    apgd_iterations: int = 10  # the reduced chain's APGD iterations (the autoattack protocol: 100)
+    apgd_targets: int = 1  # the reduced chain's APGD-T target classes (the autoattack protocol: 9)
     sanity_samples: int = 64
+    gap_limit: int = 200  # test images on which the reduced chain is compared with the autoattack protocol
 
     @staticmethod
     def quick(device: str = "auto") -> DemoPlan:
         return DemoPlan(100, 100, 64, 40, 30, 40, 32, 2, 300, 5, device, 6000, 3000,
-                        aa_iterations=3, aa_targets=1, sanity_samples=16)
+                        apgd_iterations=3, apgd_targets=1, sanity_samples=16, gap_limit=8)
 
     def eval_config(self) -> EvalConfig:
-        """Final evaluation: PGD, then the reduced AutoAttack on what PGD left (per-sample worst case)."""
-        return EvalConfig(limit=self.eval_limit, steps=self.eval_steps, attack="pgd+autoattack",
-                          apgd_iterations=self.aa_iterations, n_target_classes=self.aa_targets,
+        """Final evaluation: PGD, then the reduced chain (APGD-CE then APGD-T with fewer iterations and
+        targets, 1 restart; *not* AutoAttack) on what PGD left: the per-sample worst case."""
+        return EvalConfig(limit=self.eval_limit, attack=REDUCED_CHAIN, pgd=PGDSettings(steps=self.eval_steps),
+                          apgd_ce=APGDSettings(self.apgd_iterations, restarts=1),
+                          apgd_t=TargetedSettings(self.apgd_iterations, restarts=1, targets=self.apgd_targets),
                           sanity_samples=self.sanity_samples)
+
+    def gap_config(self) -> EvalConfig:
+        """The reduced chain and then the ``autoattack`` protocol on ``gap_limit`` test images at 2 and 4/255:
+        ``racc_by_attack["apgd-t"]`` is the reduced chain's number, ``racc`` adds AutoAttack's."""
+        return replace(self.eval_config(), attack=REDUCED_CHAIN + "+autoattack", limit=self.gap_limit,
+                       eps=[2 / 255, 4 / 255], zero_shot=[], zero_shot_eps=[], sanity=False)
 
 
 @dataclass

@@ -29,6 +29,7 @@ from mmt_ard.attacks.objectives import ObjectiveFn, check_random_start
 from mmt_ard.data import build_dataset
 from mmt_ard.data.pipeline import use_model_preprocess
 from mmt_ard.evaluation import EvalConfig, check_datasets
+from mmt_ard.evaluation.protocols import PGDSettings
 from mmt_ard.models import ModelSpec, PixelCLIP, TextHeadCache, ZeroShotClassifier, default_cache_dir, load_clip
 from mmt_ard.models.export import export_open_clip
 from mmt_ard.models.frozen import Frozen, frozen_copy
@@ -48,7 +49,7 @@ NEEDS_ORIGINAL = ("fare", "pmg-aft")
 
 def validation_eval(dataset: str = "builtin:shapes:split=val", eps: float = 2 / 255) -> EvalConfig:
     """A quick held-out check used during training: clean + robust at one eps, no zero-shot sets."""
-    return EvalConfig(dataset=dataset, zero_shot=[], eps=[eps], steps=5, limit=500, sanity=False)
+    return EvalConfig(dataset=dataset, zero_shot=[], eps=[eps], pgd=PGDSettings(steps=5), limit=500, sanity=False)
 
 
 @dataclass
