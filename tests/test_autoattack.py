@@ -14,7 +14,8 @@ from mmt_ard.evaluation import (
     APGDSettings, EvalConfig, PGDSettings, SquareSettings, TargetedSettings, accuracy_under_attack, evaluate_model,
 )
 from mmt_ard.evaluation import autoattack as aa
-from mmt_ard.evaluation.attacks import EVAL_ATTACKS, AttackContext, AttackTrace, attack_survivors
+from mmt_ard.evaluation.attacks import AttackTrace, attack_survivors
+from mmt_ard.evaluation.chain import EVAL_ATTACKS, AttackContext
 
 from .conftest import tiny_classifier, tiny_clip
 

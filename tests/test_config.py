@@ -101,7 +101,9 @@ def test_flag_values_are_not_reparsed_as_yaml():
 
 
 def test_model_argument_forms():
-    from mmt_ard.cli.evaluate import parse_model_arg
+    from mmt_ard.models import ModelSpec
+
+    parse_model_arg = ModelSpec.parse
 
     assert parse_model_arg("a=ViT-B-32@openai,vision=/x/fare.pt") == (
         "a", __import__("mmt_ard.models", fromlist=["ModelSpec"]).ModelSpec("ViT-B-32", "openai", "/x/fare.pt"))

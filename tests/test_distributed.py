@@ -22,7 +22,7 @@ from mmt_ard import distributed
 from mmt_ard.data.pipeline import StepBatchSampler
 from mmt_ard.distill.run import run_distill
 from mmt_ard.errors import ConfigError
-from mmt_ard.training.batches import batch_indices
+from mmt_ard.data.batches import batch_indices
 
 from .test_distill_run import tiny_cfg
 
@@ -35,7 +35,7 @@ RUN = [
     "loop.eval_every=1",
     "eval.limit=24",
     "eval.batch_size=8",
-    "eval.random_start=false",  # a deterministic attack: the sharded evaluation must count the same hits
+    "eval.pgd.random_start=false",  # a deterministic attack: the sharded evaluation must count the same hits
 ]
 
 

@@ -12,7 +12,7 @@ from mmt_ard.distill import DistillationTask, InnerAttackConfig, LossConfig, Str
 from mmt_ard.distill.fast import FastPathConfig
 from mmt_ard.distill.run import DistillConfig
 from mmt_ard.evaluation import EvalConfig
-from mmt_ard.training.batches import step_generator
+from mmt_ard.data.batches import step_generator
 from mmt_ard.training.finetune import FareOptions, FinetuneTask
 
 from .conftest import tiny_classifier, tiny_clip

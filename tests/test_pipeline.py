@@ -17,7 +17,7 @@ from mmt_ard.data.pipeline import LoaderConfig, Preprocess, StepBatches, model_p
 from mmt_ard.data.shards import write_shards
 from mmt_ard.errors import UserError
 from mmt_ard.evaluation.clip_benchmark_json import benchmark_records, write_benchmark_json
-from mmt_ard.training.batches import batch_indices, labeled_batch
+from mmt_ard.data.batches import batch_indices, labeled_batch
 
 from .conftest import tiny_clip
 

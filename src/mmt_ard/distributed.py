@@ -2,7 +2,7 @@
 
 The design keeps a multi-process run equal to a single-process run with the same global batch:
 
-* the global batch of step ``t`` is the same in every world size (training/batches.py); each rank
+* the global batch of step ``t`` is the same in every world size (data/batches.py); each rank
   takes its contiguous slice of it (:func:`rank_slice`), so ``optim.batch_size`` is the *global*
   batch and must be divisible by the number of processes;
 * attack random starts are drawn from the step's generator as if for the whole global batch

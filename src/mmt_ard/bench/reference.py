@@ -49,7 +49,7 @@ from mmt_ard.distributed import skip_to_rank
 from mmt_ard.errors import ConfigError
 from mmt_ard.models.clip import ZeroShotClassifier
 from mmt_ard.models.frozen import eval_mode
-from mmt_ard.training.batches import step_generator
+from mmt_ard.data.batches import step_generator
 from mmt_ard.training.timing import NO_SECTIONS, Sections
 
 OBJECTIVES = ("embedding-l2", "kl-clean-teacher")

@@ -28,7 +28,7 @@ from mmt_ard.distill.fast import FastPathConfig, is_convolutional
 from mmt_ard.distill.logit_cache import CleanLogitCache
 from mmt_ard.distill.task import DistillationTask, InnerAttackConfig, LossConfig
 from mmt_ard.models import ModelSpec, ZeroShotClassifier, load_clip
-from mmt_ard.training.batches import batch_indices, step_generator
+from mmt_ard.data.batches import batch_indices, step_generator
 from mmt_ard.training.optim import OptimConfig, build_optimizer
 from mmt_ard.training.timing import Sections
 

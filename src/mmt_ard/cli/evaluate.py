@@ -14,12 +14,12 @@ from mmt_ard.errors import UserError
 from mmt_ard.config import to_dict
 from mmt_ard.evaluation.clip_benchmark_json import write_benchmark_json
 from mmt_ard.evaluation import EvalConfig, check_datasets, evaluate_models, markdown_table
-from mmt_ard.evaluation.attacks import attack_names
+from mmt_ard.evaluation.chain import attack_names
 from mmt_ard.evaluation.protocols import summary
 from mmt_ard.evaluation.sanity import sanity_markdown
 from mmt_ard.io import atomic_write_json, atomic_write_text
 from mmt_ard.models import ModelSpec, TextHeadCache, default_cache_dir, load_clip
-from mmt_ard.models.export import CONFIG, resolve_weights
+from mmt_ard.models.export import resolve_weights
 from mmt_ard.training.loop import LoopConfig, resolve_device
 
 
@@ -32,27 +32,6 @@ class EvaluateConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     loop: LoopConfig = field(default_factory=LoopConfig)
     clip_benchmark_json: bool = False  # also OUTPUT/clip_benchmark/*.json, one per model x data set
-
-
-def parse_model_arg(text: str) -> tuple[str, ModelSpec]:
-    """``[NAME=]SPEC`` with SPEC ``ARCH[@PRETRAINED][,vision=PATH]`` or an export folder."""
-    head, _, vision = text.partition(",vision=")
-    name, _, spec = head.partition("=") if "=" in head else ("", "", head)
-    path = Path(spec)
-    if (path / CONFIG).is_file():
-        arch = json.loads((path / CONFIG).read_text()).get("arch")
-        if not arch:
-            raise UserError(f"{str(path / CONFIG)!r} names no 'arch'; pass ARCH@{spec} instead")
-        model = ModelSpec(arch=arch, pretrained=spec, vision=vision or None)
-        # an export folder is named by its run: runs/x/student -> "x"
-        default = path.resolve().parent.name if path.name in ("model", "student") else path.resolve().name
-    else:
-        arch, _, pretrained = spec.partition("@")
-        if not arch:
-            raise UserError(f"bad --model {text!r}; write NAME=ARCH[@WEIGHTS][,vision=PATH] or NAME=EXPORT_FOLDER")
-        model = ModelSpec(arch=arch, pretrained=pretrained or None, vision=vision or None)
-        default = arch
-    return name or default, model
 
 
 def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:

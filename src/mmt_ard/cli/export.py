@@ -16,8 +16,6 @@ RUN_EXPORTS = ("student", "model")  # where distill / pretrain / finetune runs p
 
 def resolve_source(text: str) -> ModelSpec:
     """A run folder (its ``student/`` or ``model/``), an export folder, or ``ARCH[@WEIGHTS][,vision=PATH]``."""
-    from mmt_ard.cli.evaluate import parse_model_arg
-
     path = Path(text)
     if path.is_dir() and not (path / CONFIG).is_file():
         found = [path / sub for sub in RUN_EXPORTS if (path / sub / CONFIG).is_file()]
@@ -28,7 +26,7 @@ def resolve_source(text: str) -> ModelSpec:
             )
         path = found[0]
         text = str(path)
-    return parse_model_arg(text)[1]
+    return ModelSpec.parse(text)[1]
 
 
 def card_evaluation(results: str | None, run: Path | None) -> CardEvaluation | None:

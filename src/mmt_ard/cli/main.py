@@ -26,9 +26,9 @@ def _model_values(key: str, text: str | None) -> dict[str, Any]:
     """``--student ARCH@WEIGHTS`` -> ``{"student.arch": ..., "student.pretrained": ..., ...}``."""
     if not text:
         return {}
-    from mmt_ard.cli.evaluate import parse_model_arg
+    from mmt_ard.models import ModelSpec
 
-    spec = parse_model_arg(text)[1]
+    spec = ModelSpec.parse(text)[1]
     return {f"{key}.arch": spec.arch, f"{key}.pretrained": spec.pretrained, f"{key}.vision": spec.vision}
 
 
@@ -65,11 +65,12 @@ def _distill(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    from mmt_ard.cli.evaluate import EvaluateConfig, parse_model_arg, run_evaluate
+    from mmt_ard.cli.evaluate import EvaluateConfig, run_evaluate
+    from mmt_ard.models import ModelSpec
 
     cfg = build_config(EvaluateConfig, args, _eval_values(args))
     for text in args.model or []:
-        name, spec = parse_model_arg(text)
+        name, spec = ModelSpec.parse(text)
         if name in cfg.models:
             raise UserError(f"two models are named {name!r}; name them: --model NAME=SPEC")
         cfg.models[name] = spec
@@ -109,7 +110,7 @@ def _list(args: argparse.Namespace) -> None:
     from mmt_ard.cli.common import PRESET_DIR
     from mmt_ard.data import list_builtin_tasks
     from mmt_ard.distill import STRATEGIES
-    from mmt_ard.evaluation.attacks import EVAL_ATTACKS
+    from mmt_ard.evaluation.chain import EVAL_ATTACKS
     from mmt_ard.export import EXPORT_FORMATS
     from mmt_ard.models import BUILTIN_ARCHS
     from mmt_ard.training.finetune import FINETUNE_METHODS

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from mmt_ard.evaluation import EvalConfig, attack_gap_table, markdown_table
-from mmt_ard.evaluation.attacks import attack_names
+from mmt_ard.evaluation.chain import attack_names
 from mmt_ard.evaluation.protocols import summary
 from mmt_ard.evaluation.sanity import sanity_markdown
 from mmt_ard.io import atomic_write_text, code_version, environment

@@ -4,7 +4,7 @@
   interpolation, centre crop; no augmentation) without the normalization, which the models do
   themselves. Training and evaluation use the same one, as in the paper's setting.
 * :class:`StepBatchSampler` yields, for steps ``start, start+1, ...``, this rank's slice of the
-  global batch of each step (training/batches.py): the order depends only on (seed, step), so a
+  global batch of each step (data/batches.py): the order depends only on (seed, step), so a
   resumed run, in any number of processes, reads exactly the images an uninterrupted one would.
 * :class:`StepBatches` feeds the training loop: in-memory data sets are indexed directly; data
   read from disk (image folders, tar shards) go through a DataLoader with worker processes,
@@ -24,8 +24,9 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.transforms import Compose, Normalize
 
-from mmt_ard.devices import to_device
+from mmt_ard.data.batches import batch_indices, labeled_batch
 from mmt_ard.data.readable import SourceIndexed
+from mmt_ard.devices import to_device
 from mmt_ard.distributed import rank_slice
 from mmt_ard.errors import ConfigError
 
@@ -87,8 +88,6 @@ class StepBatchSampler(Sampler[list[int]]):
         return 2**62  # endless: the training loop decides when to stop
 
     def __iter__(self) -> Iterator[list[int]]:
-        from mmt_ard.training.batches import batch_indices  # training imports data: import on use
-
         step = self.start
         while True:
             yield rank_slice(batch_indices(self.n, self.global_batch, self.seed, step)).tolist()
@@ -133,8 +132,6 @@ class StepBatches:
         self._next = -1
 
     def __call__(self, step: int) -> tuple[torch.Tensor, ...]:
-        from mmt_ard.training.batches import batch_indices, labeled_batch  # see StepBatchSampler
-
         idx = None
         if self.in_memory:  # the sampler's indices of this step, recomputed
             idx = rank_slice(batch_indices(len(self.dataset), self.global_batch, self.seed, step))  # type: ignore[arg-type]

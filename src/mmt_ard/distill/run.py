@@ -17,10 +17,9 @@ from mmt_ard.distill.fast import FastPathConfig
 from mmt_ard.distill.logit_cache import CleanLogitCache
 from mmt_ard.distill.lora import LoraConfig, apply_lora, is_lora, merged_copy, save_adapters
 from mmt_ard.distill.task import DistillationTask, InnerAttackConfig, LossConfig
-from mmt_ard.evaluation import EvalConfig, check_datasets
+from mmt_ard.evaluation import EvalConfig, check_datasets, validation_eval
 from mmt_ard.models import ModelSpec, TextHeadCache, ZeroShotClassifier, default_cache_dir, load_clip
 from mmt_ard.models.export import export_open_clip
-from mmt_ard.training.finetune import validation_eval
 from mmt_ard.training.loop import LoopConfig, resolve_loop, train_and_export, validation_metrics
 from mmt_ard.training.optim import OptimConfig, cosine_lr_factor
 from mmt_ard.training.precision import effective_precision

@@ -46,7 +46,7 @@ from mmt_ard.errors import ConfigError
 from mmt_ard.models.clip import ZeroShotClassifier
 from mmt_ard.models.frozen import Frozen, frozen_in
 from mmt_ard.registry import Registry
-from mmt_ard.training.batches import step_generator
+from mmt_ard.data.batches import step_generator
 from mmt_ard.training.precision import compute_dtype
 from mmt_ard.training.timing import NO_SECTIONS, Sections
 

@@ -1,13 +1,15 @@
-"""Evaluation: clean, robust and zero-shot accuracy, the named attack protocols, the paper-style report."""
+"""Evaluation: clean, robust and zero-shot accuracy, the named attack protocols, the paper-style report.
 
-from mmt_ard.evaluation.metrics import (
-    EvalConfig,
-    accuracy_under_attack,
-    check_datasets,
-    eps_key,
-    evaluate_model,
-    evaluate_models,
-)
+Layers, bottom up (nothing imports upward; ``tests/test_import_graph.py`` checks it):
+``protocols`` (settings sections, named protocols) -> ``chain`` (the attack registry) -> ``config``
+(:class:`EvalConfig`, eps keys) -> ``attacks`` (the per-sample chain, ``pgd``) -> ``autoattack``
+(pyautoattack's attacks and the protocols, registered here on import) and ``sanity`` -> ``metrics``
+(evaluating models) -> ``report``.
+"""
+
+from mmt_ard.evaluation import autoattack  # noqa: F401  (registers apgd-ce, apgd-t, fab-t, square, the protocols)
+from mmt_ard.evaluation.config import EvalConfig, eps_key, validation_eval
+from mmt_ard.evaluation.metrics import accuracy_under_attack, check_datasets, evaluate_model, evaluate_models
 from mmt_ard.evaluation.protocols import (
     PROTOCOLS,
     APGDSettings,
@@ -31,4 +33,5 @@ __all__ = [
     "evaluate_model",
     "evaluate_models",
     "markdown_table",
+    "validation_eval",
 ]

@@ -1,6 +1,7 @@
-"""Evaluation attacks by name, chained per sample: ``pgd``, ``apgd-ce``, ``apgd-t``, ``fab-t``,
-``square`` and the protocols ``autoattack`` and ``autoattack-standard``.
+"""Running a chain of evaluation attacks per sample, and the ``pgd`` attack.
 
+The names a chain may use are in :mod:`~mmt_ard.evaluation.chain`: ``pgd``, ``apgd-ce``, ``apgd-t``,
+``fab-t``, ``square`` and the protocols ``autoattack`` and ``autoattack-standard``.
 ``EvalConfig.attack`` names one attack or several joined by ``+`` (``pgd+autoattack``). They run in
 that order, each on the samples every earlier attack left correctly classified, so a sample counts
 as robust only if it survived every attack: the per-sample worst case. Each attack's settings are
@@ -18,91 +19,19 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
 from mmt_ard.attacks import pgd
-from mmt_ard.errors import ConfigError
-from mmt_ard.evaluation.protocols import MIN_CLASSES, base_attacks, check_fixed
+from mmt_ard.evaluation.chain import EVAL_ATTACKS, AttackContext, attack_names
+from mmt_ard.evaluation.config import EvalConfig, eps_key, pct
 from mmt_ard.models.clip import ZeroShotClassifier
 from mmt_ard.models.frozen import eval_mode
-from mmt_ard.registry import Registry
-
-if TYPE_CHECKING:
-    from mmt_ard.evaluation.metrics import EvalConfig
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class AttackContext:
-    """Where an attack may keep resumable state: ``state_dir/<tag>-b<batch>-eps<k>.json``."""
-
-    state_dir: Path | None = None
-    tag: str = "model"
-    batch: int = 0
-
-
-EvalAttack = Callable[
-    [ZeroShotClassifier, torch.Tensor, torch.Tensor, float, "EvalConfig", torch.Generator, AttackContext],
-    torch.Tensor,
-]
-EVAL_ATTACKS: Registry[EvalAttack] = Registry("evaluation attack")
-
-
-def attack_names(spec: str) -> list[str]:
-    """``"pgd+autoattack"`` -> ``["pgd", "autoattack"]``, each checked against the registry."""
-    names = [n.strip() for n in spec.split("+") if n.strip()]
-    if not names:
-        raise ConfigError(f"eval.attack is empty; choose from {', '.join(EVAL_ATTACKS.names())} (join with '+')")
-    for name in names:
-        EVAL_ATTACKS.get(name)  # a UserError listing the choices
-    if len(set(names)) != len(names):
-        raise ConfigError(f"eval.attack {spec!r} names an attack twice")
-    return names
-
-
-def unrunnable_attacks(cfg: EvalConfig, num_classes: int, where: str) -> list[str]:
-    """The attacks of ``cfg.attack`` that cannot run on ``num_classes`` classes; an error unless allowed.
-
-    With ``eval.skip_unrunnable=true`` the chain runs without them (APGD-T's part of ``autoattack``
-    is dropped, its APGD-CE still runs) and the caller records the names in the results.
-    """
-    names = attack_names(cfg.attack)
-    bad = [a for n in names for a in base_attacks(n) if num_classes < MIN_CLASSES.get(a, 2)]
-    runnable = [a for n in names for a in base_attacks(n) if num_classes >= MIN_CLASSES.get(a, 2)]
-    if bad and cfg.skip_unrunnable and not runnable:
-        raise ConfigError(f"eval.attack={cfg.attack!r} cannot run on {where} ({num_classes} classes) and nothing "
-                          "else is in the chain: its robust accuracy would be the clean accuracy. Use eval.attack="
-                          "pgd or apgd-ce there")
-    if bad and not cfg.skip_unrunnable:
-        needs = ", ".join(f"{a.upper()} needs at least {MIN_CLASSES[a]} classes" for a in dict.fromkeys(bad))
-        raise ConfigError(
-            f"eval.attack={cfg.attack!r} cannot run on {where} ({num_classes} classes): {needs} (APGD-T's targeted "
-            "DLR loss reads the 4th-largest logit). Use eval.attack=pgd or apgd-ce there, or "
-            "eval.skip_unrunnable=true to run the chain without it (the results then list it under skipped_attacks)")
-    return list(dict.fromkeys(bad))
-
-
-def validate_attack_options(cfg: EvalConfig) -> None:
-    """The attack sections of ``EvalConfig``: names, budgets, fixed protocols and sanity-check sizes."""
-    names = attack_names(cfg.attack)
-    for section, settings in cfg.sections().items():
-        for key, value in vars(settings).items():
-            if key in ("steps", "restarts", "iterations", "targets", "queries") and value < 1:
-                raise ConfigError(f"eval.{section}.{key} must be at least 1, got {value}")
-    if not 0.0 < cfg.square.p_init <= 1.0:
-        raise ConfigError(f"eval.square.p_init must be in (0, 1], got {cfg.square.p_init}")
-    if cfg.sanity_samples < 1:
-        raise ConfigError(f"eval.sanity_samples must be at least 1, got {cfg.sanity_samples}")
-    if not 0.0 < cfg.sanity_eps <= 1.0:
-        raise ConfigError(f"eval.sanity_eps must be in (0, 1] (pixels), got {cfg.sanity_eps}; write e.g. 64/255")
-    check_fixed(names, cfg.sections())
 
 
 def still_correct(classifier: ZeroShotClassifier, x_adv: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -179,8 +108,6 @@ class AttackTrace:
 
     def racc_by_attack(self, eps_sorted: list[float]) -> dict[str, dict[str, float]]:
         """``{attack: {eps: racc}}``: robust accuracy after each attack of the chain (cumulative)."""
-        from mmt_ard.evaluation.metrics import eps_key, pct
-
         return {
             name: {eps_key(e): pct(self.hits.get(name, {}).get(e, 0), self.total) for e in eps_sorted}
             for name in self.names
@@ -218,8 +145,3 @@ def attack_survivors(
     return correct
 
 
-def _register_apgd() -> None:
-    from mmt_ard.evaluation import autoattack  # noqa: F401  (registers apgd-ce, apgd-t, autoattack)
-
-
-_register_apgd()

@@ -25,7 +25,6 @@ import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from pyautoattack.autopgd_base import APGDAttack, APGDAttack_targeted
@@ -33,14 +32,13 @@ from pyautoattack.fab_pt import FABAttack_PT
 from pyautoattack.square import SquareAttack
 from pyautoattack.state import EvaluationState
 
-from mmt_ard.evaluation.attacks import EVAL_ATTACKS, AttackContext, still_correct
+from mmt_ard.evaluation.attacks import still_correct
+from mmt_ard.evaluation.chain import EVAL_ATTACKS, AttackContext
+from mmt_ard.evaluation.config import EvalConfig, eps_key
 from mmt_ard.evaluation.protocols import MIN_CLASSES, PROTOCOLS, base_attacks, describe, settings_for
 from mmt_ard.io import atomic_write_json
 from mmt_ard.models.clip import ZeroShotClassifier
 from mmt_ard.models.frozen import eval_mode
-
-if TYPE_CHECKING:
-    from mmt_ard.evaluation.metrics import EvalConfig
 
 log = logging.getLogger(__name__)
 
@@ -123,8 +121,6 @@ def reference_attack_mode(classifier: ZeroShotClassifier, device: torch.device) 
 
 def _state(ctx: AttackContext, element: str, eps: float, cfg: EvalConfig, n: int) -> ResumableState:
     """This batch's state for chain element ``element``: restored when its file matches, else a fresh one."""
-    from mmt_ard.evaluation.metrics import eps_key
-
     names = set(base_attacks(element))
     if ctx.state_dir is None:
         return ResumableState(names)

@@ -18,92 +18,22 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch.utils.data import Subset
 from tqdm.auto import tqdm
 
 from mmt_ard import distributed
-from mmt_ard.attacks import PGDConfig
 from mmt_ard.data import build_dataset, loader
 from mmt_ard.data.pipeline import use_model_preprocess
-from mmt_ard.errors import ConfigError
-from mmt_ard.evaluation.attacks import AttackTrace, attack_survivors, unrunnable_attacks, validate_attack_options
-from mmt_ard.evaluation.protocols import (
-    MIN_CLASSES,
-    SECTIONS,
-    APGDSettings,
-    PGDSettings,
-    SquareSettings,
-    TargetedSettings,
-)
+from mmt_ard.evaluation.attacks import AttackTrace, attack_survivors
+from mmt_ard.evaluation.config import EvalConfig, eps_key, pct, unrunnable_attacks
+from mmt_ard.evaluation.protocols import MIN_CLASSES
 from mmt_ard.evaluation.sanity import robustness_details
 from mmt_ard.models import PixelCLIP, TextHeadCache, ZeroShotClassifier
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class EvalConfig:
-    """What to evaluate. ``eps`` in pixels (write ``2/255``); ``step_size=None`` means eps/4."""
-
-    dataset: str = "builtin:shapes:split=test"
-    zero_shot: list[str] = field(
-        default_factory=lambda: ["builtin:combos:split=test", "builtin:outlines:split=test"]
-    )
-    eps: list[float] = field(default_factory=lambda: [1 / 255, 2 / 255, 3 / 255, 4 / 255])
-    norm: str = "linf"
-    zero_shot_eps: list[float] = field(default_factory=list)
-    limit: int | None = None
-    batch_size: int = 250
-    seed: int = 0
-    # attacks (evaluation/attacks.py): one name or several joined by '+', run per sample in order;
-    # a protocol (autoattack, autoattack-standard) has fixed settings, see evaluation/protocols.py
-    attack: str = "pgd"  # pgd | apgd-ce | apgd-t | fab-t | square | autoattack | autoattack-standard
-    pgd: PGDSettings = field(default_factory=PGDSettings)
-    apgd_ce: APGDSettings = field(default_factory=APGDSettings)
-    apgd_t: TargetedSettings = field(default_factory=TargetedSettings)
-    fab_t: TargetedSettings = field(default_factory=TargetedSettings)
-    square: SquareSettings = field(default_factory=SquareSettings)
-    state_dir: str | None = None  # AutoAttack state files: an interrupted evaluation resumes
-    skip_unrunnable: bool = False  # run a chain without an attack the task cannot take (APGD-T below 4 classes)
-    # sanity checks (evaluation/sanity.py) on a small subset at the largest eps
-    sanity: bool = True
-    sanity_samples: int = 64
-    sanity_eps: float = 64 / 255  # "a large eps": accuracy should fall to about chance
-    sanity_margin: float = 10.0  # percent above chance still accepted at sanity_eps
-    sanity_tolerance: float = 2.0  # percent a stronger attack may lose to a weaker one (subset noise)
-    workers: int = 0  # DataLoader processes decoding images read from disk
-
-    # keys of earlier versions: a config that still uses one gets told where it went
-    MOVED_KEYS: ClassVar[dict[str, str]] = {
-        "steps": "pgd.steps", "step_size": "pgd.step_size", "random_start": "pgd.random_start",
-        "restarts": "pgd.restarts (PGD) or apgd_ce.restarts / apgd_t.restarts (APGD)",
-        "apgd_iterations": "apgd_ce.iterations and apgd_t.iterations", "n_target_classes": "apgd_t.targets"}
-
-    def sections(self) -> dict[str, Any]:
-        """Each attack's settings by section name (``pgd``, ``apgd_ce``, ...)."""
-        return {section: getattr(self, section) for section, _ in SECTIONS.values()}
-
-    def pgd_config(self, eps: float) -> PGDConfig:
-        p = self.pgd
-        return PGDConfig(norm=self.norm, eps=eps, steps=p.steps, step_size=p.step_size,  # type: ignore[arg-type]
-                         random_start=p.random_start)
-
-    def validate(self) -> None:
-        for e in [*self.eps, *self.zero_shot_eps]:
-            self.pgd_config(e).validate()
-        for name, values in (("eps", self.eps), ("zero_shot_eps", self.zero_shot_eps)):
-            keys = [eps_key(e) for e in values]
-            if len(set(keys)) != len(keys):
-                raise ConfigError(f"eval.{name} lists the same eps twice: {keys}")
-        if self.norm not in ("linf", "l2"):
-            raise ConfigError(f"eval norm must be 'linf' or 'l2', got {self.norm!r}")
-        if self.limit is not None and self.limit <= 0:
-            raise ConfigError(f"eval limit must be a positive number of samples, got {self.limit}")
-        validate_attack_options(self)
 
 
 def check_datasets(cfg: EvalConfig) -> None:
@@ -113,18 +43,6 @@ def check_datasets(cfg: EvalConfig) -> None:
         ds = build_dataset(spec)
         if spec == cfg.dataset or cfg.zero_shot_eps:  # where attacks run
             unrunnable_attacks(cfg, len(ds.classnames), spec)
-
-
-def eps_key(eps: float) -> str:
-    """``2/255`` for 0.00784..., else the float as written."""
-    k = round(eps * 255)
-    if k > 0 and abs(k / 255 - eps) < 1e-9:
-        return f"{k}/255"
-    return f"{eps:g}"
-
-
-def pct(hits: int, total: int) -> float:
-    return round(100.0 * hits / max(total, 1), 2)
 
 
 def accuracy_under_attack(

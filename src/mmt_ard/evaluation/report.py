@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mmt_ard.evaluation.metrics import eps_key
+from mmt_ard.evaluation.config import eps_key
 
 
 def _split(name: str) -> tuple[str, str]:

@@ -21,17 +21,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from mmt_ard.attacks import OBJECTIVES, pgd
-from mmt_ard.evaluation.attacks import EVAL_ATTACKS, AttackContext, AttackTrace, attack_names, attack_survivors
+from mmt_ard.evaluation.attacks import AttackTrace, attack_survivors
+from mmt_ard.evaluation.chain import EVAL_ATTACKS, AttackContext, attack_names
+from mmt_ard.evaluation.config import EvalConfig
 from mmt_ard.evaluation.protocols import describe
 from mmt_ard.models.clip import ZeroShotClassifier
 
-if TYPE_CHECKING:
-    from mmt_ard.evaluation.metrics import EvalConfig
 
 log = logging.getLogger(__name__)
 

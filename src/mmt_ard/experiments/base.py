@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from mmt_ard.evaluation import EvalConfig
-from mmt_ard.evaluation.metrics import eps_key
+from mmt_ard.evaluation.config import eps_key
 from mmt_ard.experiments.presets import Preset
 from mmt_ard.experiments.stats import SIGNIFICANT, paired_difference, summarize
 from mmt_ard.experiments.store import Run, RunStore

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mmt_ard.evaluation.metrics import eps_key
+from mmt_ard.evaluation.config import eps_key
 from mmt_ard.experiments.base import ABLATION_EPS, BASELINE, MMT_ARD, Context, Result
 from mmt_ard.experiments.figures import plot_curves
 from mmt_ard.experiments.stats import summarize

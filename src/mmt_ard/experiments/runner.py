@@ -18,7 +18,7 @@ from typing import Any
 
 from mmt_ard.errors import UserError
 from mmt_ard.evaluation import EvalConfig
-from mmt_ard.evaluation.attacks import attack_names
+from mmt_ard.evaluation.chain import attack_names
 from mmt_ard.evaluation.protocols import describe, summary
 from mmt_ard.experiments import analyses, efficiency, tables
 from mmt_ard.experiments.base import Context, Result
@@ -71,7 +71,7 @@ def listing() -> str:
 
 
 def _markdown(name: str, result: dict[str, Any]) -> str:
-    from mmt_ard.experiments.markdown import table_markdown
+    from mmt_ard.reporting.cells import table_markdown
 
     lines = [f"# {result['title']}", "", f"Preset `{result['preset']}`, seeds {result['seeds']}, "
              f"{result['wall_seconds']:.0f} s.", ""]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from mmt_ard.evaluation.metrics import eps_key
+from mmt_ard.evaluation.config import eps_key
 from mmt_ard.experiments.base import (
     ABLATION_EPS, BASELINE, MMT_ARD, Context, Result, cells, column, comparison_table, verdict,
 )

@@ -23,10 +23,10 @@ from mmt_ard.distill.run import DistillConfig, run_distill
 from mmt_ard.distill.strategies import StrategyConfig
 from mmt_ard.distill.task import InnerAttackConfig, LossConfig
 from mmt_ard.errors import UserError
-from mmt_ard.evaluation import EvalConfig
+from mmt_ard.evaluation import EvalConfig, validation_eval
 from mmt_ard.evaluation.protocols import APGDSettings, PGDSettings, TargetedSettings
 from mmt_ard.models import ModelSpec
-from mmt_ard.training.finetune import FinetuneConfig, run_finetune, validation_eval
+from mmt_ard.training.finetune import FinetuneConfig, run_finetune
 from mmt_ard.training.loop import LoopConfig
 from mmt_ard.training.optim import OptimConfig
 from mmt_ard.training.pretrain import PretrainConfig, run_pretrain

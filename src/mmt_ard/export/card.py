@@ -70,7 +70,7 @@ class CardEvaluation:
         """The run's last validation (``summary.json``'s ``val``), under its config's ``eval`` section."""
         from mmt_ard.config import from_dict
         from mmt_ard.evaluation import EvalConfig
-        from mmt_ard.evaluation.attacks import attack_names
+        from mmt_ard.evaluation.chain import attack_names
         from mmt_ard.evaluation.protocols import summary
 
         summary_file, config_file = run / "summary.json", run / "config.yaml"

@@ -46,6 +46,29 @@ class ModelSpec:
     pretrained: str | None = None
     vision: str | None = None
 
+    @classmethod
+    def parse(cls, text: str) -> tuple[str, ModelSpec]:
+        """``[NAME=]SPEC`` -> (name, spec), SPEC ``ARCH[@PRETRAINED][,vision=PATH]`` or an export folder.
+
+        Without ``NAME=`` the name is the architecture, or an export folder's run (``runs/x/student`` -> ``x``).
+        """
+        head, _, vision = text.partition(",vision=")
+        name, _, spec = head.partition("=") if "=" in head else ("", "", head)
+        path = Path(spec)
+        if (path / CONFIG).is_file():
+            arch = json.loads((path / CONFIG).read_text()).get("arch")
+            if not arch:
+                raise UserError(f"{str(path / CONFIG)!r} names no 'arch'; pass ARCH@{spec} instead")
+            model = cls(arch=arch, pretrained=spec, vision=vision or None)
+            default = path.resolve().parent.name if path.name in ("model", "student") else path.resolve().name
+        else:
+            arch, _, pretrained = spec.partition("@")
+            if not arch:
+                raise UserError(f"bad --model {text!r}; write NAME=ARCH[@WEIGHTS][,vision=PATH] or NAME=EXPORT_FOLDER")
+            model = cls(arch=arch, pretrained=pretrained or None, vision=vision or None)
+            default = arch
+        return name or default, model
+
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """A flat ``name -> tensor`` dict from a checkpoint file, never unpickling code."""

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
-from mmt_ard.experiments.markdown import cell_text
+from mmt_ard.reporting.cells import cell_text
 
 # A table cell as results.json writes it: text, a number, null, or {"mean", "std", "n", "mark"}.
 Cell = Union[str, int, float, None, dict[str, Any]]

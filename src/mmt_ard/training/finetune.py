@@ -28,14 +28,13 @@ from mmt_ard.attacks import OBJECTIVES, PGDConfig, kl_logits, pgd
 from mmt_ard.attacks.objectives import ObjectiveFn, check_random_start
 from mmt_ard.data import build_dataset
 from mmt_ard.data.pipeline import use_model_preprocess
-from mmt_ard.evaluation import EvalConfig, check_datasets
-from mmt_ard.evaluation.protocols import PGDSettings
+from mmt_ard.evaluation import EvalConfig, check_datasets, validation_eval
 from mmt_ard.models import ModelSpec, PixelCLIP, TextHeadCache, ZeroShotClassifier, default_cache_dir, load_clip
 from mmt_ard.models.export import export_open_clip
 from mmt_ard.models.frozen import Frozen, frozen_copy
 from mmt_ard.errors import ConfigError
 from mmt_ard.registry import Registry
-from mmt_ard.training.batches import step_generator
+from mmt_ard.data.batches import step_generator
 from mmt_ard.training.loop import LoopConfig, labeled_batches, resolve_loop, train_and_export, validation_metrics
 from mmt_ard.training.optim import OptimConfig
 from mmt_ard.training.precision import compute_dtype
@@ -45,11 +44,6 @@ Terms = dict[str, torch.Tensor]
 FinetuneMethod = Callable[["FinetuneTask", torch.Tensor, torch.Tensor, torch.Generator], Terms]
 FINETUNE_METHODS: Registry[FinetuneMethod] = Registry("fine-tuning method")
 NEEDS_ORIGINAL = ("fare", "pmg-aft")
-
-
-def validation_eval(dataset: str = "builtin:shapes:split=val", eps: float = 2 / 255) -> EvalConfig:
-    """A quick held-out check used during training: clean + robust at one eps, no zero-shot sets."""
-    return EvalConfig(dataset=dataset, zero_shot=[], eps=[eps], pgd=PGDSettings(steps=5), limit=500, sanity=False)
 
 
 @dataclass

@@ -14,7 +14,7 @@ from mmt_ard.data import build_caption_dataset
 from mmt_ard.evaluation import EvalConfig, check_datasets
 from mmt_ard.models import ModelSpec, PixelCLIP, TextHeadCache, load_clip
 from mmt_ard.models.export import export_open_clip
-from mmt_ard.training.batches import batch_indices
+from mmt_ard.data.batches import batch_indices
 from mmt_ard.training.loop import LoopConfig, resolve_loop, train_and_export, validation_metrics
 from mmt_ard.training.optim import OptimConfig
 from mmt_ard.training.run import RunDir

@@ -1,4 +1,5 @@
-"""Table cells and tables of ``results.json`` as text (Markdown)."""
+"""Table cells and tables of an experiment's ``results.json`` as text (Markdown): the one cell format of
+``tables.md`` and of ``mmt-ard report``."""
 
 from __future__ import annotations
 
