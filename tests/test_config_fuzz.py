@@ -17,7 +17,7 @@ KEYS = [
     "attack.step_size", "attack.random_start", "attack.objective", "attack.norm", "loss.lambda_adv",
     "loss.gamma", "loss.temperature", "loss.strategy.name", "loss.strategy.static.a",
     "loss.strategy.confidence.slope", "loss.strategy.adaptive_norm.eta", "eval.eps", "eval.limit",
-    "eval.steps", "eval.attack", "lora.rank", "lora.dropout", "lora.enabled", "loop.precision",
+    "eval.pgd.steps", "eval.attack", "lora.rank", "lora.dropout", "lora.enabled", "loop.precision",
     "loop.select", "loop.max_nonfinite", "student.arch", "data", "attack", "loss", "optim.lr.x", "nope",
 ]
 VALUES = st.one_of(

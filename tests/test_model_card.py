@@ -40,7 +40,8 @@ def test_every_export_carries_a_card_with_the_results_numbers(run, fmt, tmp_path
     meta, body = read_card(out / "README.md")
     res = json.loads(results.read_text())["student"]
     assert meta["library_name"] == LIBRARY[fmt] and "adversarial-robustness" in meta["tags"]
-    assert meta["base_model"] == "openai" and meta["datasets"] == [DistillConfig.data]
+    assert "base_model" not in meta and "Student: `mmt-vit-s@openai`" in body  # a tag is no Hub id
+    assert meta["datasets"] == [DistillConfig.data]
     (entry,) = meta["model-index"][0]["results"]
     metrics = {m["name"]: m["value"] for m in entry["metrics"]}
     assert metrics == {"clean accuracy": res["acc"],
@@ -58,6 +59,34 @@ def test_without_results_the_card_carries_the_runs_last_validation(run, tmp_path
     values = [m["value"] for m in meta["model-index"][0]["results"][0]["metrics"]]
     assert values == [41.5, 30.25]  # summary.json's val, nothing recomputed
     assert "`pgd`" in body and "the run's last validation" in body
+
+
+def test_the_card_of_a_selected_step_carries_that_steps_validation(run, tmp_path):
+    """With loop.select the exported model is an earlier step's: its row of metrics.jsonl, not the last."""
+    folder, _ = run
+    summary = json.loads((folder / "summary.json").read_text())
+    (folder / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in [
+        {"step": 5, "split": "val", "acc": 50.0, "racc/2/255": 40.0},
+        {"step": 10, "split": "val", "acc": 41.5, "racc/2/255": 30.25}]))
+    (folder / "summary.json").write_text(json.dumps({**summary, "selected": {"step": 5, "metric": "acc"}}))
+    try:
+        assert main(["export", str(folder), "--format", "open_clip", "--output", str(tmp_path / "o")]) == 0
+    finally:
+        (folder / "summary.json").write_text(json.dumps(summary))
+    meta, body = read_card(tmp_path / "o" / "README.md")
+    assert [m["value"] for m in meta["model-index"][0]["results"][0]["metrics"]] == [50.0, 40.0]
+    assert "the validation of step 5" in body
+
+
+def test_hub_ids_alone_become_base_model(tmp_path):
+    from mmt_ard.export.card import base_model
+
+    assert base_model({"student": {"pretrained": "laion/CLIP-ViT-B-32-laion2B-s34B-b79K"}}) == (
+        "laion/CLIP-ViT-B-32-laion2B-s34B-b79K")
+    assert base_model({"student": {"pretrained": "hf-hub:org/name"}}) == "org/name"
+    (tmp_path / "runs").mkdir()
+    assert base_model({"student": {"pretrained": "openai"}}) is None
+    assert base_model({"student": {"pretrained": str(tmp_path / "runs")}}) is None  # a local folder
 
 
 def test_a_bad_results_file_fails_before_anything_is_written(run, tmp_path, capsys):

@@ -25,8 +25,13 @@ EPS = 4 / 255
 # autoattack-standard with every budget cut, for the equivalence run (both sides get the same cut)
 SMALL = {"apgd_ce": APGDSettings(20, 1), "apgd_t": TargetedSettings(20, 1, 9), "fab_t": TargetedSettings(20, 1, 9),
          "square": SquareSettings(queries=200)}
-ATTRIBUTES = ("n_iter", "n_restarts", "n_target_classes", "rho", "eot_iter", "loss", "targeted", "p_init",
-              "n_queries", "resc_schedule", "eps", "norm", "seed")
+# per attack, what AutoAttack sets (APGD keeps rho as thr_decr); each must exist on both sides
+ATTRIBUTES = {
+    "apgd-ce": ("n_iter", "n_restarts", "thr_decr", "eot_iter", "loss", "eps", "norm", "seed"),
+    "apgd-t": ("n_iter", "n_restarts", "n_target_classes", "thr_decr", "eot_iter", "loss", "eps", "norm", "seed"),
+    "fab-t": ("n_iter", "n_restarts", "n_target_classes", "targeted", "alpha_max", "eta", "beta", "eps", "norm", "seed"),
+    "square": ("n_queries", "n_restarts", "p_init", "rescale_schedule", "loss", "targeted", "eps", "norm", "seed"),
+}
 
 
 class TinyNet(nn.Module):
@@ -106,9 +111,8 @@ def test_a_protocol_configures_each_attack_as_autoattack_does(data, protocol, ve
     cfg = EvalConfig(attack=protocol)
     for name in PROTOCOLS[protocol].attacks:
         ours = aa.make_attack(protocol, name, model, EPS, cfg, torch.device("cpu"))
-        for attr in ATTRIBUTES:
-            if hasattr(theirs[name], attr):
-                assert getattr(ours, attr) == getattr(theirs[name], attr), (protocol, name, attr)
+        for attr in ATTRIBUTES[name]:
+            assert getattr(ours, attr) == getattr(theirs[name], attr), (protocol, name, attr)
 
 
 def test_results_record_each_attack_with_its_settings():
@@ -143,7 +147,34 @@ def test_square_alone_uses_its_section_and_stays_in_the_ball(data):
     model, x, y = data
     cfg = EvalConfig(attack="square", square=SquareSettings(queries=30))
     attack = aa.make_attack("square", "square", model, EPS, cfg, torch.device("cpu"))
-    assert attack.n_queries == 30 and attack.p_init == 0.8
+    assert attack.n_queries == 30 and attack.p_init == 0.8 and attack.rescale_schedule is False
     with aa.reference_attack_mode(model, x.device):
         x_adv = attack.perturb(x, y)
     assert (x_adv - x).abs().max() <= EPS + 1e-6 and 0 <= x_adv.min() and x_adv.max() <= 1
+
+
+def test_attack_flags_reach_only_the_attacks_the_chain_names(capsys):
+    from mmt_ard.cli.main import _eval_values, build_parser, main
+
+    args = build_parser().parse_args(["evaluate", "--apgd-iterations", "50", "--target-classes", "3"])
+    assert _eval_values(args, ["apgd-ce", "apgd-t"]) == {
+        "eval.apgd_ce.iterations": "50", "eval.apgd_t.iterations": "50", "eval.apgd_t.targets": "3"}
+    one = build_parser().parse_args(["evaluate", "--apgd-iterations", "50"])
+    assert _eval_values(one, ["apgd-ce", "autoattack"]) == {"eval.apgd_ce.iterations": "50"}  # not autoattack's
+    EvalConfig(attack="apgd-ce+autoattack", apgd_ce=APGDSettings(50)).validate()  # so the protocol stays itself
+    assert main(["evaluate", "--model", "m=mmt-vit-s", "--attack", "autoattack", "--target-classes", "3"]) == 2
+    assert "names none (autoattack and autoattack-standard have fixed settings)" in capsys.readouterr().err
+
+
+def test_a_pgd_eval_section_of_an_earlier_version_is_recognised_not_retrained():
+    from mmt_ard.config import to_dict
+    from mmt_ard.evaluation import validation_eval
+    from mmt_ard.evaluation.config import upgrade_saved_config
+
+    today = to_dict(validation_eval())  # PGD-5, what every demo stage validates with
+    old = {k: v for k, v in today.items() if k not in ("pgd", "apgd_ce", "apgd_t", "fab_t", "square")}
+    old.update(steps=5, step_size=None, random_start=True, restarts=1, apgd_iterations=100, n_target_classes=9)
+    assert upgrade_saved_config({"data": "x", "eval": old}) == {"data": "x", "eval": today}
+    assert upgrade_saved_config({"eval": {**old, "random_start": False}})["eval"] != today  # every key carried
+    apgd = {**old, "attack": "pgd+autoattack"}  # APGD shared eval.restarts: no exact translation
+    assert upgrade_saved_config({"eval": apgd}) == {"eval": apgd}

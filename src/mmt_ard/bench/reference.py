@@ -73,11 +73,14 @@ def unsupported(attack: InnerAttackConfig, loss: LossConfig) -> list[str]:
     return problems
 
 
-def check_supported(attack: InnerAttackConfig, loss: LossConfig) -> None:
-    """Raise a :class:`ConfigError` naming everything the reference step does not implement."""
-    problems = unsupported(attack, loss)
+def refuse(step: str, problems: list[str]) -> None:
+    """Raise a :class:`ConfigError` naming everything ``step`` does not implement (nothing if none)."""
     if problems:
-        raise ConfigError("the reference step does not implement " + "; ".join(problems))
+        raise ConfigError(f"the {step} step does not implement " + "; ".join(problems))
+
+
+def check_supported(attack: InnerAttackConfig, loss: LossConfig) -> None:
+    refuse("reference", unsupported(attack, loss))
 
 
 def kl_rows(p_logits: torch.Tensor, q_logits: torch.Tensor, t: float = 1.0) -> torch.Tensor:
@@ -225,9 +228,7 @@ def released_unsupported(attack: InnerAttackConfig, loss: LossConfig) -> list[st
 
 
 def check_released(attack: InnerAttackConfig, loss: LossConfig) -> None:
-    problems = released_unsupported(attack, loss)
-    if problems:
-        raise ConfigError("the released-code step does not implement " + "; ".join(problems))
+    refuse("released-code", released_unsupported(attack, loss))
 
 
 class ReleasedCodeStep(ReferenceStep):

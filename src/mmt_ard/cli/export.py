@@ -43,8 +43,8 @@ def run_export(source: str, fmt: str, output: str, device: str = "cpu", results:
     out = Path(output)
     if out.exists() and any(out.iterdir()):
         raise UserError(f"output folder {str(out)!r} is not empty; choose another --output or empty it")
-    weights = Path(spec.pretrained or "")
-    run = run_folder(weights if weights.is_dir() else weights.parent) if spec.pretrained else None
+    weights = Path(spec.pretrained or "")  # a tag like "openai" is no path: no run to read
+    run = run_folder(weights if weights.is_dir() else weights.parent) if spec.pretrained and weights.exists() else None
     evaluation = card_evaluation(results, run)  # a bad results file fails before anything is written
     clip = load_clip(spec, device=device)
     export_model(clip, out, fmt)

@@ -66,9 +66,11 @@ def _evaluate(args: argparse.Namespace) -> None:
     from pathlib import Path
 
     from mmt_ard.cli.evaluate import EvaluateConfig, run_evaluate
+    from mmt_ard.evaluation.chain import attack_names
     from mmt_ard.models import ModelSpec
 
-    cfg = build_config(EvaluateConfig, args, _eval_values(args))
+    chain = attack_names(build_config(EvaluateConfig, args, _eval_values(args)).eval.attack)  # flags, preset or default
+    cfg = build_config(EvaluateConfig, args, _eval_values(args, chain))
     for text in args.model or []:
         name, spec = ModelSpec.parse(text)
         if name in cfg.models:
@@ -81,14 +83,29 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 EVAL_FLAGS = {  # flag -> EvalConfig fields (the same names work as eval.<field>=... overrides)
     "attack": ("attack",), "eps": ("eps",), "steps": ("pgd.steps",), "restarts": ("pgd.restarts",),
-    "apgd_iterations": ("apgd_ce.iterations", "apgd_t.iterations"), "target_classes": ("apgd_t.targets", "fab_t.targets"),
-    "square_queries": ("square.queries",), "limit": ("limit",), "zero_shot_eps": ("zero_shot_eps",),
+    "limit": ("limit",), "zero_shot_eps": ("zero_shot_eps",),
 }
+# flags for the sections of attacks run under their own names: only those the chain names are set
+ATTACK_FLAGS = {"apgd_iterations": (("apgd-ce", "apgd_ce.iterations"), ("apgd-t", "apgd_t.iterations")),
+                "target_classes": (("apgd-t", "apgd_t.targets"), ("fab-t", "fab_t.targets")),
+                "square_queries": (("square", "square.queries"),)}
 
 
-def _eval_values(args: argparse.Namespace) -> dict[str, Any]:
-    return {f"eval.{key}": getattr(args, flag) for flag, keys in EVAL_FLAGS.items() for key in keys
-            if getattr(args, flag) is not None}
+def _eval_values(args: argparse.Namespace, chain: list[str] | None = None) -> dict[str, Any]:
+    """Flag values as ``eval.*`` overrides; with ``chain``, the attack flags too, for its attacks only."""
+    values = {f"eval.{key}": getattr(args, flag) for flag, keys in EVAL_FLAGS.items() for key in keys
+              if getattr(args, flag) is not None}
+    for flag, targets in ATTACK_FLAGS.items() if chain is not None else ():
+        if getattr(args, flag) is None:
+            continue
+        keys = [key for attack, key in targets if attack in chain]
+        if not keys:
+            raise UserError(f"--{flag.replace('_', '-')} sets {' and '.join(a for a, _ in targets)} run under their "
+                            f"own names, and eval.attack={'+'.join(chain)!r} names none (autoattack and "
+                            f"autoattack-standard have fixed settings); name them, e.g. --attack "
+                            f"pgd+{'+'.join(a for a, _ in targets)}")
+        values.update({f"eval.{key}": getattr(args, flag) for key in keys})
+    return values
 
 
 def _export(args: argparse.Namespace) -> None:

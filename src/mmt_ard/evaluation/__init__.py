@@ -1,6 +1,7 @@
 """Evaluation: clean, robust and zero-shot accuracy, the named attack protocols, the paper-style report.
 
-Layers, bottom up (nothing imports upward; ``tests/test_import_graph.py`` checks it):
+Modules, bottom up (each imports only modules before it; ``tests/test_import_graph.py`` checks that no
+import closes a circle):
 ``protocols`` (settings sections, named protocols) -> ``chain`` (the attack registry) -> ``config``
 (:class:`EvalConfig`, eps keys) -> ``attacks`` (the per-sample chain, ``pgd``) -> ``autoattack``
 (pyautoattack's attacks and the protocols, registered here on import) and ``sanity`` -> ``metrics``

@@ -32,6 +32,7 @@ from pyautoattack.fab_pt import FABAttack_PT
 from pyautoattack.square import SquareAttack
 from pyautoattack.state import EvaluationState
 
+from mmt_ard import distributed
 from mmt_ard.evaluation.attacks import still_correct
 from mmt_ard.evaluation.chain import EVAL_ATTACKS, AttackContext
 from mmt_ard.evaluation.config import EvalConfig, eps_key
@@ -125,7 +126,8 @@ def _state(ctx: AttackContext, element: str, eps: float, cfg: EvalConfig, n: int
     if ctx.state_dir is None:
         return ResumableState(names)
     ctx.state_dir.mkdir(parents=True, exist_ok=True)
-    path = ctx.state_dir / f"{ctx.tag}-{element}-b{ctx.batch}-eps{eps_key(eps).replace('/', '_')}.json"
+    shard = f"-r{distributed.rank()}" if distributed.world_size() > 1 else ""  # each rank attacks its own shard
+    path = ctx.state_dir / f"{ctx.tag}-{element}{shard}-b{ctx.batch}-eps{eps_key(eps).replace('/', '_')}.json"
     settings = describe([element], cfg.sections(), cfg.norm, cfg.seed)
     if path.is_file():
         state = ResumableState.from_disk(path)

@@ -139,3 +139,22 @@ def validate_attack_options(cfg: EvalConfig) -> None:
 def validation_eval(dataset: str = "builtin:shapes:split=val", eps: float = 2 / 255) -> EvalConfig:
     """Training-time validation: PGD-5 at one eps on a held-out split, no zero-shot, no sanity checks."""
     return EvalConfig(dataset=dataset, zero_shot=[], eps=[eps], pgd=PGDSettings(steps=5), limit=500, sanity=False)
+
+
+def upgrade_saved_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A run's saved config (``config.yaml``'s ``config``) with an ``eval`` section written before the
+    per-attack sections (``eval.steps``...) in today's shape, where that is exact: a PGD-only chain (APGD
+    shared ``eval.restarts`` with PGD, so an APGD chain has no exact translation and is left as it was).
+    Lets a finished stage of an earlier version be recognised instead of retrained."""
+    section = config.get("eval")
+    if not isinstance(section, dict) or not set(section) & set(EvalConfig.MOVED_KEYS):
+        return config
+    if section.get("attack", "pgd") != "pgd":
+        return config
+    from mmt_ard.config import to_dict
+
+    pgd = PGDSettings(steps=section.get("steps", 10), step_size=section.get("step_size"),
+                      restarts=section.get("restarts", 1), random_start=section.get("random_start", True))
+    new = {k: v for k, v in section.items() if k not in EvalConfig.MOVED_KEYS}
+    new.update({k: v for k, v in to_dict(EvalConfig()).items() if k in dict(SECTIONS.values())}, pgd=to_dict(pgd))
+    return {**config, "eval": new}

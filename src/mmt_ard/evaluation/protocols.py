@@ -90,6 +90,11 @@ SOURCES = {
 MIN_CLASSES = {"apgd-t": 4, "fab-t": 2, "square": 2, "apgd-ce": 2, "pgd": 2}
 
 
+# how several eps are attacked (metrics.py): never weaker than attacking each eps on its own
+EPS_ORDER = ("increasing; at each eps only the samples robust at every smaller eps are attacked, and a sample broken "
+             "at a smaller eps counts as broken (its adversarial example lies in the larger ball)")
+
+
 @dataclass(frozen=True)
 class Protocol:
     """A named chain of attacks with fixed settings (``fixed``: section -> settings)."""
@@ -117,10 +122,6 @@ PROTOCOLS = {
 def base_attacks(name: str) -> tuple[str, ...]:
     """The attacks a chain element runs: a protocol's, or the attack itself."""
     return PROTOCOLS[name].attacks if name in PROTOCOLS else (name,)
-
-
-def min_classes(name: str) -> int:
-    return max(MIN_CLASSES.get(a, 2) for a in base_attacks(name))
 
 
 def check_fixed(names: list[str], sections: dict[str, Any]) -> None:
@@ -162,7 +163,7 @@ def describe(names: list[str], sections: dict[str, Any], norm: str, seed: int) -
                    for a in base_attacks(name)]
         chain.append({"name": name, "source": protocol.source if protocol else SOURCES[name], "attacks": attacks})
     return {"name": "+".join(names), "summary": summary(names, sections), "norm": norm, "seed": seed,
-            "precision": "fp32", "model_mode": "eval", "chain": chain}
+            "precision": "fp32", "model_mode": "eval", "eps_order": EPS_ORDER, "chain": chain}
 
 
 def summary(names: list[str], sections: dict[str, Any]) -> str:

@@ -29,7 +29,7 @@ from mmt_ard.attacks import OBJECTIVES, pgd
 from mmt_ard.evaluation.attacks import AttackTrace, attack_survivors
 from mmt_ard.evaluation.chain import EVAL_ATTACKS, AttackContext, attack_names
 from mmt_ard.evaluation.config import EvalConfig
-from mmt_ard.evaluation.protocols import describe
+from mmt_ard.evaluation.protocols import MIN_CLASSES, base_attacks, describe
 from mmt_ard.models.clip import ZeroShotClassifier
 
 
@@ -156,7 +156,8 @@ def run_sanity_checks(
     many = _pgd_acc(clf, x, y, eps, replace(cfg, pgd=more), cfg.seed + 1)
     flags["more_steps_not_weaker"] = check_stronger(few, many, "PGD with 2x steps and +1 restart", cfg.sanity_tolerance)
     flags["loss_rises"] = check_loss_rises(loss_trace(clf, x, y, eps, cfg))
-    others = [n for n in attack_names(cfg.attack) if n != "pgd"]
+    others = [n for n in attack_names(cfg.attack) if n != "pgd"  # and can run here (skip_unrunnable)
+              and any(clf.num_classes >= MIN_CLASSES[a] for a in base_attacks(n))]
     if others:
         gen = torch.Generator().manual_seed(cfg.seed)
         strong = _pct(attack_survivors(clf, x, y, eps, replace(cfg, attack="+".join(others)), gen))

@@ -4,6 +4,6 @@
 :mod:`~mmt_ard.experiments.presets` the built-in and paper settings; :mod:`~mmt_ard.experiments.store`
 the shared, config-keyed distillation runs; :mod:`~mmt_ard.experiments.stats` the paired-seed
 statistics; :mod:`~mmt_ard.experiments.tables`, :mod:`~mmt_ard.experiments.efficiency` and
-:mod:`~mmt_ard.experiments.analyses` the experiments themselves. Their tables are rendered by
-:mod:`mmt_ard.reporting` (the layer above reads nothing from here).
+:mod:`~mmt_ard.experiments.analyses` the experiments themselves. Their tables' cells are rendered by
+:mod:`mmt_ard.reporting.cells`; reporting, a lower layer, imports nothing from here.
 """

@@ -24,6 +24,7 @@ from mmt_ard.distill.strategies import StrategyConfig
 from mmt_ard.distill.task import InnerAttackConfig, LossConfig
 from mmt_ard.errors import UserError
 from mmt_ard.evaluation import EvalConfig, validation_eval
+from mmt_ard.evaluation.config import upgrade_saved_config
 from mmt_ard.evaluation.protocols import APGDSettings, PGDSettings, TargetedSettings
 from mmt_ard.models import ModelSpec
 from mmt_ard.training.finetune import FinetuneConfig, run_finetune
@@ -177,7 +178,7 @@ def _finished(stage: Stage) -> dict[str, Any] | None:
     if not (summary.is_file() and config.is_file()):
         return None
     saved = yaml.safe_load(config.read_text()) or {}
-    if saved.get("config") != to_dict(stage.cfg):
+    if upgrade_saved_config(saved.get("config") or {}) != to_dict(stage.cfg):  # a stage of an earlier version too
         return None
     return json.loads(summary.read_text())
 

@@ -14,6 +14,7 @@ They are copied, never recomputed, so the card says exactly what the results fil
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,16 @@ LIBRARY = {"open_clip": "open_clip", "hf": "transformers", "vision-state-dict": 
 PIPELINE = {"open_clip": "zero-shot-image-classification", "hf": "image-feature-extraction",
             "vision-state-dict": "image-feature-extraction"}
 TAGS = ["clip", "adversarial-robustness", "robust-distillation", "mmt-ard"]
+NORM_NAMES = {"linf": "Linf", "l2": "L2"}
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def base_model(training: dict[str, Any]) -> str | None:
+    """The student's starting weights when they are a Hugging Face Hub id (``owner/name``), else None."""
+    student = training.get("student") or training.get("model") or {}
+    pretrained = str(student.get("pretrained") or "")
+    pretrained = pretrained.removeprefix("hf-hub:")
+    return pretrained if HUB_ID.match(pretrained) and not Path(pretrained).exists() else None
 
 
 @dataclass
@@ -41,6 +52,7 @@ class CardEvaluation:
     source: str  # the file the numbers were copied from
     n: int | None = None
     zero_shot: dict[str, float] = field(default_factory=dict)
+    norm: str = "linf"
 
     @classmethod
     def from_results(cls, path: str | Path, name: str | None = None) -> CardEvaluation:
@@ -63,28 +75,45 @@ class CardEvaluation:
         return cls(acc=res["acc"], racc=dict(res.get("racc", {})), dataset=res.get("dataset", "(not recorded)"),
                    protocol=protocol.get("name", res.get("attack", "pgd")),
                    protocol_summary=protocol.get("summary", "(not recorded: results from an older version)"),
-                   source=f"{path}:{name}", n=res.get("n"), zero_shot=dict(res.get("zero_shot", {})))
+                   source=f"{path}:{name}", n=res.get("n"), zero_shot=dict(res.get("zero_shot", {})),
+                   norm=protocol.get("norm", "linf"))
 
     @classmethod
     def from_run(cls, run: Path) -> CardEvaluation | None:
-        """The run's last validation (``summary.json``'s ``val``), under its config's ``eval`` section."""
-        from mmt_ard.config import from_dict
-        from mmt_ard.evaluation import EvalConfig
-        from mmt_ard.evaluation.chain import attack_names
-        from mmt_ard.evaluation.protocols import summary
-
+        """The validation of the exported model (the selected step's with ``loop.select``, else the last),
+        under the run's ``eval`` section."""
         summary_file, config_file = run / "summary.json", run / "config.yaml"
         if not (summary_file.is_file() and config_file.is_file()):
             return None
-        val = json.loads(summary_file.read_text()).get("val") or {}
+        done = json.loads(summary_file.read_text())
+        val, where = done.get("val") or {}, f"{summary_file} (the run's last validation)"
+        step = (done.get("selected") or {}).get("step")
+        if step is not None:  # the exported model is an earlier step's: its own validation row
+            rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+            val = next((r for r in rows if r.get("split") == "val" and r.get("step") == step), {})
+            where = f"{run / 'metrics.jsonl'} (the validation of step {step}, the exported model)"
         section = _training(run).get("eval")
         if "acc" not in val or section is None:
             return None
-        cfg = from_dict(EvalConfig, section, "eval")
         racc = {k.removeprefix("racc/"): v for k, v in val.items() if k.startswith("racc/")}
-        return cls(acc=val["acc"], racc=racc, dataset=cfg.dataset, protocol=cfg.attack,
-                   protocol_summary=summary(attack_names(cfg.attack), cfg.sections()),
-                   source=f"{summary_file} (the run's last validation)", n=cfg.limit)
+        protocol, text = _protocol_of(section)
+        return cls(acc=val["acc"], racc=racc, dataset=section.get("dataset", "(not recorded)"), protocol=protocol,
+                   protocol_summary=text, source=where, n=section.get("limit"), norm=section.get("norm", "linf"))
+
+
+def _protocol_of(section: dict[str, Any]) -> tuple[str, str]:
+    """The chain name and its one-line summary from a run's ``eval`` config section."""
+    from mmt_ard.config import from_dict
+    from mmt_ard.errors import ConfigError
+    from mmt_ard.evaluation import EvalConfig
+    from mmt_ard.evaluation.chain import attack_names
+    from mmt_ard.evaluation.protocols import summary
+
+    try:
+        cfg = from_dict(EvalConfig, section, "eval")
+    except ConfigError:  # a run of an earlier version (eval.steps, ...): its numbers stand, its settings are its own
+        return str(section.get("attack", "pgd")), "settings of an earlier version, in the run's config.yaml"
+    return cfg.attack, summary(attack_names(cfg.attack), cfg.sections())
 
 
 def run_folder(model_folder: Path) -> Path | None:
@@ -105,16 +134,18 @@ def _training(run: Path | None) -> dict[str, Any]:
 
 def metadata(fmt: str, arch: str, evaluation: CardEvaluation | None, training: dict[str, Any]) -> dict[str, Any]:
     """The card's YAML front matter (Hugging Face model card metadata)."""
-    student = training.get("student") or training.get("model") or {}
-    base = student.get("pretrained") or arch
     meta: dict[str, Any] = {"library_name": LIBRARY[fmt], "pipeline_tag": PIPELINE[fmt], "tags": [*TAGS, arch],
-                            "base_model": str(base), "license": "other"}
+                            "license": "other"}
+    base = base_model(training)
+    if base is not None:  # the Hub checks base_model: only a Hub id goes here, anything else is in the body
+        meta["base_model"] = base
     if training.get("data"):
         meta["datasets"] = [str(training["data"])]
     if evaluation is not None:
         meta["metrics"] = ["accuracy", "robust-accuracy"]
         metrics = [{"type": "accuracy", "name": "clean accuracy", "value": evaluation.acc}]
-        metrics += [{"type": "robust-accuracy", "name": f"robust accuracy ({evaluation.protocol}, Linf eps {eps})",
+        norm = NORM_NAMES.get(evaluation.norm, evaluation.norm)
+        metrics += [{"type": "robust-accuracy", "name": f"robust accuracy ({evaluation.protocol}, {norm} eps {eps})",
                      "value": value, "args": {"eps": eps, "protocol": evaluation.protocol}}
                     for eps, value in evaluation.racc.items()]
         meta["model-index"] = [{"name": arch, "results": [{
@@ -127,6 +158,8 @@ def metadata(fmt: str, arch: str, evaluation: CardEvaluation | None, training: d
 def _body(fmt: str, arch: str, evaluation: CardEvaluation | None, training: dict[str, Any], run: Path | None) -> str:
     lines = [f"# {arch}: an adversarially robust CLIP vision encoder (MMT-ARD)", ""]
     loss, attack = training.get("loss") or {}, training.get("attack") or {}
+    if training.get("student") or training.get("model"):
+        lines += [f"Student: `{_spec(training.get('student') or training.get('model'))}`.", ""]
     if training.get("teacher_adv"):
         strategy = (loss.get("strategy") or {}).get("name", "confidence")
         lines += ["Distilled with multi-teacher adversarial robust distillation (MMT-ARD, arXiv 2511.17448): "
@@ -142,7 +175,8 @@ def _body(fmt: str, arch: str, evaluation: CardEvaluation | None, training: dict
         n = f", {evaluation.n} images" if evaluation.n else ""
         lines += ["## Evaluation", "",
                   f"On `{evaluation.dataset}`{n}; robust accuracy is the per-sample worst case under the protocol "
-                  f"`{evaluation.protocol}`: {evaluation.protocol_summary}; L-inf, float32, eval mode.", "",
+                  f"`{evaluation.protocol}`: {evaluation.protocol_summary}; "
+                  f"{NORM_NAMES.get(evaluation.norm, evaluation.norm)}, float32, eval mode.", "",
                   "| eps | clean accuracy | robust accuracy |", "|---|---|---|"]
         lines += [f"| {eps} | {evaluation.acc:.2f} | {value:.2f} |" for eps, value in evaluation.racc.items()]
         eps = list(evaluation.racc)

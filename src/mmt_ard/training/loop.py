@@ -251,7 +251,9 @@ def validation_metrics(
     trace) is left out: its flags are not part of the flat metrics, so it would only cost time at
     every validation. ``mmt-ard evaluate`` runs it on the finished model.
     """
-    return flat_metrics(evaluate_model(clip, replace(cfg, sanity=False), heads=heads, name=name, device=device))
+    # no AutoAttack state: the model changes between validations, a state file would resume another model's flags
+    cfg = replace(cfg, sanity=False, state_dir=None)
+    return flat_metrics(evaluate_model(clip, cfg, heads=heads, name=name, device=device))
 
 
 def flat_metrics(result: dict[str, Any]) -> dict[str, float]:
