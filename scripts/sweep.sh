@@ -14,7 +14,7 @@ for v in "$@"; do
   "$MMT" distill --output "$OUT/$v" --overwrite \
     --student "mmt-vit-s@$DEMO/pretrain-vit-s/model" \
     --teacher-clean "mmt-vit-t@$DEMO/teacher-clean/model" --teacher-adv "mmt-vit-t@$DEMO/teacher-adv/model" \
-    optim.steps=200 optim.batch_size=64 optim.lr=5e-4 attack.steps=3 attack.step_size=1/255 \
+    optim.steps=200 optim.batch_size=64 optim.lr=2e-3 attack.steps=3 attack.step_size=1/255 \
     loop.eval_every=0 ${EXTRA:-} "$KEY=$v" > /dev/null
   models+=(--model "${KEY##*.}-$v=$OUT/$v/student")
 done

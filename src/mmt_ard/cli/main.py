@@ -164,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--student", help="ARCH[@WEIGHTS][,vision=PATH] or an export folder")
     p.add_argument("--teacher-clean", dest="teacher_clean", help="the clean teacher, same forms")
     p.add_argument("--teacher-adv", dest="teacher_adv", help="the adversarial teacher, same forms")
-    p.add_argument("--strategy", help="confidence | adv-only | average | static | adaptive-norm")
+    p.add_argument("--strategy", help="confidence | adv-only | average | static | adaptive-norm | released-code")
     p.add_argument("--lora", action="store_true", help="train LoRA adapters instead of the whole vision tower")
     add_run_args(p)
     p.set_defaults(fn=_distill)
