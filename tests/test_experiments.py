@@ -159,8 +159,8 @@ def test_every_experiment_runs_end_to_end_on_the_builtin_world(smoke_world, tmp_
     assert "not a certificate" in bound["tables"][0]["notes"][0]
     table1 = json.loads((tmp_path / "table1" / "results.json").read_text())
     assert table1["protocol"]["name"] == "pgd" and table1["protocol"]["chain"][0]["attacks"][0]["steps"] == 2
-    assert "racc (and sum-acc) under `pgd` (PGD steps 2," in table1["tables"][0]["notes"][-1]  # every racc table
-    assert "racc (and sum-acc) under `pgd`" in (tmp_path / "table2" / "tables.md").read_text()
+    assert "racc: per-sample worst case under `pgd` (PGD steps 2," in table1["tables"][0]["notes"][-1]  # every racc table
+    assert "racc: per-sample worst case under `pgd`" in (tmp_path / "table2" / "tables.md").read_text()
     assert (tmp_path / "report" / "report.html").stat().st_size > 10_000
     # a second seed: only the seed-1 runs are new, and every cell is a mean over the two paired seeds
     assert main(["experiment", "table1", "--seeds", "2", "--no-report", *common]) == 0

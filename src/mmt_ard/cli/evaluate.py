@@ -14,8 +14,6 @@ from mmt_ard.errors import UserError
 from mmt_ard.config import to_dict
 from mmt_ard.evaluation.clip_benchmark_json import write_benchmark_json
 from mmt_ard.evaluation import EvalConfig, check_datasets, evaluate_models, markdown_table
-from mmt_ard.evaluation.chain import attack_names
-from mmt_ard.evaluation.protocols import summary
 from mmt_ard.evaluation.sanity import sanity_markdown
 from mmt_ard.io import atomic_write_json, atomic_write_text
 from mmt_ard.models import ModelSpec, TextHeadCache, default_cache_dir, load_clip
@@ -51,8 +49,7 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     models = {name: load_clip(spec, device=device) for name, spec in cfg.models.items()}
     results = evaluate_models(models, cfg.eval, heads=TextHeadCache(default_cache_dir()), device=device)
     atomic_write_json(out / "results.json", results)
-    protocol = (f"racc: per-sample worst case under {summary(attack_names(cfg.eval.attack), cfg.eval.sections())}, "
-                f"L-inf, on `{cfg.eval.dataset}` ({cfg.eval.limit or 'all'} images).\n\n" if cfg.eval.eps else "")
+    protocol = cfg.eval.protocol_note() + "\n\n" if cfg.eval.eps else ""
     atomic_write_text(out / "results.md", protocol + markdown_table(results) + sanity_markdown(results))
     if cfg.clip_benchmark_json:
         archs = {name: model.arch for name, model in models.items()}

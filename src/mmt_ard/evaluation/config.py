@@ -22,6 +22,8 @@ from mmt_ard.evaluation.protocols import (
     TargetedSettings,
     base_attacks,
     check_fixed,
+    describe,
+    summary,
 )
 
 
@@ -66,6 +68,16 @@ class EvalConfig:
     def sections(self) -> dict[str, Any]:
         """Each attack's settings by section name (``pgd``, ``apgd_ce``, ...)."""
         return {section: getattr(self, section) for section, _ in SECTIONS.values()}
+
+    def protocol_record(self) -> dict[str, Any]:
+        """What ``results.json`` records as ``protocol`` (see :func:`~mmt_ard.evaluation.protocols.describe`)."""
+        return describe(attack_names(self.attack), self.sections(), self.norm, self.seed)
+
+    def protocol_note(self) -> str:
+        """The line every racc table carries: the chain with its settings, the norm, the data and its size."""
+        images = f"{self.limit} images" if self.limit else "every image"
+        chain = summary(attack_names(self.attack), self.sections())
+        return f"racc: per-sample worst case under {chain}, {self.norm}, on `{self.dataset}` ({images})."
 
     def pgd_config(self, eps: float) -> PGDConfig:
         p = self.pgd

@@ -29,7 +29,7 @@ from mmt_ard.attacks import OBJECTIVES, pgd
 from mmt_ard.evaluation.attacks import AttackTrace, attack_survivors
 from mmt_ard.evaluation.chain import EVAL_ATTACKS, AttackContext, attack_names
 from mmt_ard.evaluation.config import EvalConfig
-from mmt_ard.evaluation.protocols import MIN_CLASSES, base_attacks, describe
+from mmt_ard.evaluation.protocols import MIN_CLASSES, base_attacks
 from mmt_ard.models.clip import ZeroShotClassifier
 
 
@@ -175,8 +175,7 @@ def robustness_details(
     """``attack``, ``racc_by_attack`` and (when ``cfg.sanity``) ``sanity`` for a result dict."""
     if not cfg.eps:
         return {}
-    out: dict[str, Any] = {"attack": cfg.attack, "protocol": describe(attack_names(cfg.attack), cfg.sections(),
-                                                                       cfg.norm, cfg.seed),
+    out: dict[str, Any] = {"attack": cfg.attack, "protocol": cfg.protocol_record(),
                            "racc_by_attack": trace.racc_by_attack(sorted(cfg.eps))}
     if cfg.sanity:
         out["sanity"] = run_sanity_checks(clf, data, racc, cfg, trace)

@@ -17,9 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from mmt_ard.errors import UserError
-from mmt_ard.evaluation import EvalConfig
-from mmt_ard.evaluation.chain import attack_names
-from mmt_ard.evaluation.protocols import describe, summary
 from mmt_ard.experiments import analyses, efficiency, tables
 from mmt_ard.experiments.base import Context, Result
 from mmt_ard.experiments.presets import Preset
@@ -85,12 +82,6 @@ def _markdown(name: str, result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def protocol_note(cfg: EvalConfig) -> str:
-    """``racc: <chain with its settings>, N test images``: the line every racc table carries."""
-    images = f"{cfg.limit} test images" if cfg.limit else "the whole test set"
-    return f"racc (and sum-acc) under {summary(attack_names(cfg.attack), cfg.sections())}, {images}, per-sample worst case."
-
-
 def run_experiment(name: str, preset: Preset, seeds: list[int], output: Path, device: str = "auto") -> Path:
     """Run experiment ``name`` into ``output/name``; returns that folder."""
     experiment = EXPERIMENTS[name]
@@ -100,7 +91,7 @@ def run_experiment(name: str, preset: Preset, seeds: list[int], output: Path, de
     t0 = time.perf_counter()
     log.info("experiment %s (%s), preset %s, seeds %s", name, experiment.paper, preset.name, seeds)
     result = experiment.run(Context(preset, store, seeds, out))
-    protocol = protocol_note(preset.test_eval)
+    protocol = preset.test_eval.protocol_note()
     for table in result.tables:  # every number says which protocol made it
         if any("racc" in str(c) or "sum-acc" in str(c) for c in table.get("columns", [])):
             table.setdefault("notes", []).append(protocol)
@@ -110,8 +101,7 @@ def run_experiment(name: str, preset: Preset, seeds: list[int], output: Path, de
         experiment.title, "paper": experiment.paper, "preset": preset.name, "seeds": seeds,
         "wall_seconds": round(time.perf_counter() - t0, 1), "runs_trained": len(store.trained),
         "environment": {**environment(), "code": code_version()},
-        "protocol": describe(attack_names(preset.test_eval.attack), preset.test_eval.sections(),
-                             preset.test_eval.norm, preset.test_eval.seed),
+        "protocol": preset.test_eval.protocol_record(),
         "tables": result.tables, "figures": result.figures, "radar": result.radar, "summary": result.summary,
         "notes": preset.notes, "data": result.data,
     }
