@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install lock clean
+.PHONY: demo test lint install lock clean
 
 # constraints.txt pins the package set the README's numbers were measured with (refresh: make lock)
 $(STAMP): pyproject.toml constraints.txt
@@ -22,6 +22,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(ARGS)
+
+# ruff's lint and format checks (pinned in pyproject's test extra); `ruff format` fixes the layout
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
 
 # Re-resolve the newest versions pyproject.toml allows and pin them (then rerun the tests and the demo).
 lock:

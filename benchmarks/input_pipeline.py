@@ -65,8 +65,10 @@ def main() -> None:
             shards.set_preprocess(Preprocess(224))
             sets["shards"] = shards
         steps = args.images // args.batch - 1
-        print(f"{platform.machine()}, {torch.get_num_threads()} torch threads; {args.images} JPEGs "
-              f"{args.size[0]}x{args.size[1]} -> 224x224, batch {args.batch}, {steps} timed steps")
+        print(
+            f"{platform.machine()}, {torch.get_num_threads()} torch threads; {args.images} JPEGs "
+            f"{args.size[0]}x{args.size[1]} -> 224x224, batch {args.batch}, {steps} timed steps"
+        )
         for name, ds in sets.items():
             base = None
             for workers in args.workers:

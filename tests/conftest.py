@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from mmt_ard.experiments.world import DemoPlan
-
 from mmt_ard.models import ModelSpec, PixelCLIP, TextHeadCache, ZeroShotClassifier, load_clip
 
 CLASSES = ["red circle", "blue square", "green triangle", "yellow star"]
@@ -39,9 +38,25 @@ def images() -> torch.Tensor:
 
 def smoke_plan(device: str = "auto") -> DemoPlan:
     """``--quick`` made smaller still: the tests check the plumbing, not the numbers."""
-    return DemoPlan(pretrain_teacher_steps=20, pretrain_student_steps=20, pretrain_batch=32, clean_steps=10,
-                    adv_steps=10, distill_steps=6, distill_batch=16, inner_steps=1, eval_limit=48, eval_steps=2,
-                    device=device, caption_n=1000, train_n=300, apgd_iterations=2, apgd_targets=1, sanity_samples=8, gap_limit=4)
+    return DemoPlan(
+        pretrain_teacher_steps=20,
+        pretrain_student_steps=20,
+        pretrain_batch=32,
+        clean_steps=10,
+        adv_steps=10,
+        distill_steps=6,
+        distill_batch=16,
+        inner_steps=1,
+        eval_limit=48,
+        eval_steps=2,
+        device=device,
+        caption_n=1000,
+        train_n=300,
+        apgd_iterations=2,
+        apgd_targets=1,
+        sanity_samples=8,
+        gap_limit=4,
+    )
 
 
 @pytest.fixture(scope="session")

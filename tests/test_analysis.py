@@ -73,8 +73,21 @@ def colour_vit(batch_first: bool = True) -> Logits:
 def colour_resnet() -> Logits:
     """A real open_clip ModifiedResNet whose last stage is one hand-set conv (colour means per 8 x 8 cell)."""
     r = ModifiedResNet(layers=[1, 1, 1, 1], output_dim=3, heads=1, image_size=32, width=8)
-    for name in ("conv1", "bn1", "act1", "conv2", "bn2", "act2", "conv3", "bn3", "act3", "avgpool",
-                 "layer1", "layer2", "layer3"):
+    for name in (
+        "conv1",
+        "bn1",
+        "act1",
+        "conv2",
+        "bn2",
+        "act2",
+        "conv3",
+        "bn3",
+        "act3",
+        "avgpool",
+        "layer1",
+        "layer2",
+        "layer3",
+    ):
         setattr(r, name, nn.Identity())
     conv = nn.Conv2d(3, 3, kernel_size=8, stride=8, bias=False)
     with torch.no_grad():
@@ -97,8 +110,9 @@ def hooks(model: nn.Module) -> int:
     return sum(len(m._forward_hooks) + len(m._backward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
 
 
-@pytest.mark.parametrize("build", [colour_vit, lambda: colour_vit(batch_first=False), colour_resnet],
-                         ids=["vit", "vit-lnd", "resnet"])
+@pytest.mark.parametrize(
+    "build", [colour_vit, lambda: colour_vit(batch_first=False), colour_resnet], ids=["vit", "vit-lnd", "resnet"]
+)
 def test_the_map_lights_the_true_class_region_only(build):
     """Catches: a wrong target class (argmax, a fixed class) and a wrong token reshape or layout."""
     model = build()
@@ -126,8 +140,10 @@ def test_target_layers_of_the_builtin_archs():
     stats = [m.running_mean.clone() for m in rn.modules() if isinstance(m, nn.BatchNorm2d)]
     rn.train()
     target_layer(rn)  # probing the stage sizes leaves BatchNorm statistics and the mode alone
-    assert rn.training and all(torch.equal(a, m.running_mean) for a, m in
-                               zip(stats, [m for m in rn.modules() if isinstance(m, nn.BatchNorm2d)]))
+    assert rn.training and all(
+        torch.equal(a, m.running_mean)
+        for a, m in zip(stats, [m for m in rn.modules() if isinstance(m, nn.BatchNorm2d)])
+    )
     with pytest.raises(UserError, match="VisionTransformer or ModifiedResNet"):
         target_layer(nn.Sequential(nn.Flatten(), nn.Linear(12, 3)))
 
@@ -255,8 +271,17 @@ def hand_radius(student: Linear, clean: Linear, adv: Linear, x: torch.Tensor, y:
         delta = float((zs[i] - ens).abs().max())
         g_adv, g_clean = margin(za[i], int(y[i])), margin(zc[i], int(y[i]))
         radius = (w_adv * g_adv + w_clean * g_clean - 2 * delta) / (2 * lip)
-        rows.append(dict(w_adv=w_adv, w_clean=w_clean, g_adv=g_adv, g_clean=g_clean, delta=delta,
-                         l2=float((zs[i] - ens).norm()), radius=radius))
+        rows.append(
+            {
+                "w_adv": w_adv,
+                "w_clean": w_clean,
+                "g_adv": g_adv,
+                "g_clean": g_clean,
+                "delta": delta,
+                "l2": float((zs[i] - ens).norm()),
+                "radius": radius,
+            }
+        )
     return rows, lip
 
 
@@ -273,8 +298,13 @@ def test_radius_equals_the_hand_computation(with_adv_images):
     rows, lip = hand_radius(student, clean, adv, x, y, x if x_adv is None else x_adv)
     assert out["note"] == NOTE and "not a certificate" in out["note"]
     np.testing.assert_allclose(out["lipschitz"], lip, rtol=1e-5)
-    for key, hand in [("radius", "radius"), ("delta", "delta"), ("w_adv", "w_adv"), ("margin_adv", "g_adv"),
-                      ("margin_clean", "g_clean")]:
+    for key, hand in [
+        ("radius", "radius"),
+        ("delta", "delta"),
+        ("w_adv", "w_adv"),
+        ("margin_adv", "g_adv"),
+        ("margin_clean", "g_clean"),
+    ]:
         np.testing.assert_allclose(out[key], [r[hand] for r in rows], rtol=1e-4, atol=1e-5)
     # the test has power against each mutation
     assert max(abs((r["w_adv"] - r["w_clean"]) * (r["g_adv"] - r["g_clean"])) for r in rows) > 0.5  # a swap shows
@@ -298,7 +328,7 @@ def test_a_positive_radius_is_a_real_guarantee_when_l_s_is_exact():
     assert np.allclose(out["delta"], 0, atol=1e-5) and (out["radius"] > 0).all()
     for i in range(len(y)):
         eps = 0.99 * float(out["radius"][i])
-        x_adv = adversarial_examples(student, x[i:i + 1], y[i:i + 1], eps=min(eps, 1.0), steps=20)
+        x_adv = adversarial_examples(student, x[i : i + 1], y[i : i + 1], eps=min(eps, 1.0), steps=20)
         assert student(x_adv).argmax(-1).item() == y[i].item()
 
 

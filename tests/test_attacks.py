@@ -72,7 +72,7 @@ def test_attack_leaves_no_parameter_gradients(images):
     assert all(p.grad is None for p in model.parameters())
 
 
-@pytest.mark.parametrize("bad", [dict(eps=0.0), dict(eps=2.0), dict(steps=-1), dict(momentum=1.0)])
+@pytest.mark.parametrize("bad", [{"eps": 0.0}, {"eps": 2.0}, {"steps": -1}, {"momentum": 1.0}])
 def test_bad_attack_settings_are_rejected(bad, images):
     with pytest.raises(ConfigError):
         PGDConfig(**bad).validate()
@@ -107,10 +107,13 @@ def test_embedding_l2_without_random_start_is_refused():
     check_random_start("ce", PGDConfig(random_start=False))  # CE has a gradient at x
 
 
-@pytest.mark.parametrize("command", [
-    ["distill", "attack.random_start=false"],
-    ["finetune", "--method", "fare", "attack.random_start=false"],
-])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["distill", "attack.random_start=false"],
+        ["finetune", "--method", "fare", "attack.random_start=false"],
+    ],
+)
 def test_cli_refuses_an_attack_that_cannot_move(command, tmp_path, capsys):
     from mmt_ard.cli.main import main
 

@@ -1,5 +1,6 @@
 """Evaluation attacks: APGD from pyautoattack on our classifiers, the per-sample chain, resume."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -8,10 +9,14 @@ from PIL import Image
 
 from mmt_ard.cli.main import main
 from mmt_ard.errors import ConfigError, UserError
-from dataclasses import replace
-
 from mmt_ard.evaluation import (
-    APGDSettings, EvalConfig, PGDSettings, SquareSettings, TargetedSettings, accuracy_under_attack, evaluate_model,
+    APGDSettings,
+    EvalConfig,
+    PGDSettings,
+    SquareSettings,
+    TargetedSettings,
+    accuracy_under_attack,
+    evaluate_model,
 )
 from mmt_ard.evaluation import autoattack as aa
 from mmt_ard.evaluation.attacks import AttackTrace, attack_survivors
@@ -39,8 +44,9 @@ SMALL = "apgd-ce+apgd-t"  # the two APGD attacks under their own names, with the
 
 
 def _cfg(**kw):
-    return EvalConfig(**{"apgd_ce": APGDSettings(5, 1), "apgd_t": TargetedSettings(5, 1, 2),
-                         "pgd": PGDSettings(steps=3), **kw})
+    return EvalConfig(
+        **{"apgd_ce": APGDSettings(5, 1), "apgd_t": TargetedSettings(5, 1, 2), "pgd": PGDSettings(steps=3), **kw}
+    )
 
 
 def test_apgd_stays_in_the_ball_and_lowers_accuracy(clf, batch):
@@ -85,6 +91,7 @@ def test_chain_is_the_per_sample_worst_case(clf, batch, monkeypatch):
         def attack(classifier, xs, ys, eps, cfg, gen, ctx):
             calls.append(len(ys))
             return torch.tensor([int(v) % 2 != parity for v in xs[:, 0, 0, 0] * 1e4])
+
         return attack
 
     monkeypatch.setitem(EVAL_ATTACKS._items, "odd", breaks(1))
@@ -149,8 +156,14 @@ def test_bad_attack_names_are_user_errors():
 
 
 def test_evaluate_model_reports_pgd_and_the_worst_case(clf):
-    cfg = _cfg(attack="pgd+" + SMALL, eps=[1 / 255, 4 / 255], limit=24, zero_shot=[], sanity=False,
-               dataset="builtin:shapes:split=val")
+    cfg = _cfg(
+        attack="pgd+" + SMALL,
+        eps=[1 / 255, 4 / 255],
+        limit=24,
+        zero_shot=[],
+        sanity=False,
+        dataset="builtin:shapes:split=val",
+    )
     res = evaluate_model(clf.clip, cfg)
     assert res["attack"] == "pgd+" + SMALL and set(res["racc_by_attack"]) == {"pgd", "apgd-ce", "apgd-t"}
     for eps, worst in res["racc"].items():
@@ -182,8 +195,18 @@ def test_apgd_t_on_fewer_than_4_classes_is_an_error_before_anything_runs(tmp_pat
     data = three_class_folder(tmp_path / "three")
     loaded = []
     monkeypatch.setattr("mmt_ard.cli.evaluate.load_clip", lambda *a, **k: loaded.append(a))
-    args = ["evaluate", "--model", "m=mmt-vit-s", "--output", str(tmp_path / "out"), "--attack", attack,
-            f"eval.dataset=folder:{data}:size=32", "eval.zero_shot=[]", "eval.sanity=false"]
+    args = [
+        "evaluate",
+        "--model",
+        "m=mmt-vit-s",
+        "--output",
+        str(tmp_path / "out"),
+        "--attack",
+        attack,
+        f"eval.dataset=folder:{data}:size=32",
+        "eval.zero_shot=[]",
+        "eval.sanity=false",
+    ]
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "needs at least 4 classes" in err and "eval.skip_unrunnable=true" in err and "3 classes" in err
@@ -192,8 +215,15 @@ def test_apgd_t_on_fewer_than_4_classes_is_an_error_before_anything_runs(tmp_pat
 
 def test_a_chain_skips_apgd_t_only_when_asked_and_says_so(tmp_path):
     data = three_class_folder(tmp_path / "three")
-    cfg = EvalConfig(dataset=f"folder:{data}:size=32", zero_shot=[], eps=[2 / 255], pgd=PGDSettings(steps=2),
-                     attack="pgd+autoattack", sanity=False, skip_unrunnable=True)
+    cfg = EvalConfig(
+        dataset=f"folder:{data}:size=32",
+        zero_shot=[],
+        eps=[2 / 255],
+        pgd=PGDSettings(steps=2),
+        attack="pgd+autoattack",
+        sanity=False,
+        skip_unrunnable=True,
+    )
     r = evaluate_model(tiny_clip("mmt-vit-s"), cfg, name="m")
     assert r["skipped_attacks"] == {"three": ["apgd-t (3 classes, needs 4)"]}
     assert 0 <= r["racc"]["2/255"] <= r["acc"]

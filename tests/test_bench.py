@@ -14,12 +14,20 @@ import torch
 from torch import nn
 
 from mmt_ard.bench import (
-    BenchConfig, BenchModels, RandomImages, ReferenceStep, build_reference, build_task, compare_losses, count_flops,
-    loss_check, matmul_rate,
+    BenchConfig,
+    BenchModels,
+    RandomImages,
+    ReferenceStep,
+    build_reference,
+    build_task,
+    compare_losses,
+    count_flops,
+    gpu_check,
+    loss_check,
+    matmul_rate,
 )
-from mmt_ard.bench.reference import ReleasedCodeStep, released_recipe
-from mmt_ard.bench import gpu_check
 from mmt_ard.bench import run as bench_run
+from mmt_ard.bench.reference import ReleasedCodeStep, released_recipe
 from mmt_ard.cli.main import main
 from mmt_ard.distill.fast import FastPathConfig
 from mmt_ard.distill.task import InnerAttackConfig, LossConfig
@@ -41,8 +49,12 @@ def make_case(student: str = "mmt-vit-s", strategy: str = "confidence", objectiv
 
 @pytest.mark.parametrize(
     "student,strategy,objective",
-    [("mmt-vit-s", "confidence", "embedding-l2"), ("mmt-vit-s", "adv-only", "embedding-l2"),
-     ("mmt-rn-s", "confidence", "embedding-l2"), ("mmt-rn-s", "adv-only", "kl-clean-teacher")],
+    [
+        ("mmt-vit-s", "confidence", "embedding-l2"),
+        ("mmt-vit-s", "adv-only", "embedding-l2"),
+        ("mmt-rn-s", "confidence", "embedding-l2"),
+        ("mmt-rn-s", "adv-only", "kl-clean-teacher"),
+    ],
 )
 def test_optimized_and_reference_step_give_the_same_loss(tmp_path, student, strategy, objective):
     models, data, attack, loss = make_case(student, strategy, objective)
@@ -105,10 +117,16 @@ def test_compare_losses():
 
 @pytest.mark.parametrize(
     "attack,loss,needle",
-    [(InnerAttackConfig(), LossConfig(strategy=replace(LossConfig().strategy, name="average")), "strategy 'average'"),
-     (InnerAttackConfig(objective="ce"), LossConfig(), "objective 'ce'"),
-     (InnerAttackConfig(norm="l2"), LossConfig(), "norm 'l2'"),
-     (InnerAttackConfig(momentum=0.9), LossConfig(), "momentum")],
+    [
+        (
+            InnerAttackConfig(),
+            LossConfig(strategy=replace(LossConfig().strategy, name="average")),
+            "strategy 'average'",
+        ),
+        (InnerAttackConfig(objective="ce"), LossConfig(), "objective 'ce'"),
+        (InnerAttackConfig(norm="l2"), LossConfig(), "norm 'l2'"),
+        (InnerAttackConfig(momentum=0.9), LossConfig(), "momentum"),
+    ],
 )
 def test_reference_refuses_what_it_does_not_implement(attack, loss, needle):
     models = BenchModels.build("mmt-vit-t", "mmt-vit-s", 4, CPU)
@@ -131,7 +149,7 @@ def test_flop_counts_are_positive_deterministic_and_the_cache_saves_a_teacher_fo
     ref = build_reference(models, attack, loss)
     batch = data(0)
 
-    def step(stepper):  # noqa: ANN001, ANN202
+    def step(stepper):
         return lambda: stepper.training_step(batch, 0)["loss"].backward()
 
     optimized, again, reference = count_flops(step(task)), count_flops(step(task)), count_flops(step(ref))
@@ -165,9 +183,30 @@ def test_bf16_of_large_models_is_skipped_without_native_bf16(monkeypatch):
 @pytest.fixture(scope="module")
 def cli_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
-    code = main(["bench", "--preset", "builtin", "--steps", "1", "--warmup", "0", "--batch", "4", "--inner-steps", "1",
-                 "--switches", "cache", "--device", "cpu", "--matmul-seconds", "0.02", "--released-code",
-                 "--output", str(out)])
+    code = main(
+        [
+            "bench",
+            "--preset",
+            "builtin",
+            "--steps",
+            "1",
+            "--warmup",
+            "0",
+            "--batch",
+            "4",
+            "--inner-steps",
+            "1",
+            "--switches",
+            "cache",
+            "--device",
+            "cpu",
+            "--matmul-seconds",
+            "0.02",
+            "--released-code",
+            "--output",
+            str(out),
+        ]
+    )
     return code, out
 
 
@@ -184,14 +223,32 @@ def test_report_has_every_field(cli_run):
     assert report["matmul"]["fp32"]["gflops"] > 0 and report["matmul"]["bf16"]["gflops"] > 0
     configs = report["configurations"]
     assert [(c["student"], c["precision"]) for c in configs] == [
-        ("mmt-vit-s", "fp32"), ("mmt-vit-s", "bf16"), ("mmt-rn-s", "fp32"), ("mmt-rn-s", "bf16")]
+        ("mmt-vit-s", "fp32"),
+        ("mmt-vit-s", "bf16"),
+        ("mmt-rn-s", "fp32"),
+        ("mmt-rn-s", "bf16"),
+    ]
     for c in configs:
-        for key in ("images_per_s", "flops_per_image", "achieved_gflops", "matmul_fraction", "reference_images_per_s",
-                    "speedup_vs_reference"):
+        for key in (
+            "images_per_s",
+            "flops_per_image",
+            "achieved_gflops",
+            "matmul_fraction",
+            "reference_images_per_s",
+            "speedup_vs_reference",
+        ):
             assert c[key] > 0, key
         assert c["peak_memory_mb"] > 0 and c["memory_growth_mb"] is not None
-        assert {"data", "teacher_clean", "attack", "teacher_adv", "student_forward", "student_backward",
-                "optimizer", "other"} == c["split_s"].keys()
+        assert {
+            "data",
+            "teacher_clean",
+            "attack",
+            "teacher_adv",
+            "student_forward",
+            "student_backward",
+            "optimizer",
+            "other",
+        } == c["split_s"].keys()
         assert all(c["split_s"][k] > 0 for k in ("attack", "teacher_adv", "student_backward", "optimizer"))
         assert c["flops_per_image"] < c["reference"]["flops_per_image"]  # the cache removes a teacher forward
         assert "cache" in c["switches"] if c["precision"] == "fp32" else True
@@ -202,8 +259,9 @@ def test_report_has_every_field(cli_run):
         assert cold["flops_per_image"] == pytest.approx(c["reference"]["flops_per_image"], rel=0.05)
         assert c["speedup_vs_released"] == pytest.approx(c["images_per_s"] / c["released"]["images_per_s"])
         assert c["released"]["flops_per_image"] > c["reference"]["flops_per_image"]  # its third teacher forward
-        assert c["epochs"] == 2 and c["run_images_per_s"] == pytest.approx(2 / (1 / cold["images_per_s"]
-                                                                              + 1 / warm["images_per_s"]))
+        assert c["epochs"] == 2 and c["run_images_per_s"] == pytest.approx(
+            2 / (1 / cold["images_per_s"] + 1 / warm["images_per_s"])
+        )
 
 
 def test_the_whole_run_has_one_cold_epoch_then_warm_ones():
@@ -229,7 +287,8 @@ def test_the_gpu_check_summary_reads_the_bench_and_the_test_outcomes(cli_run, tm
     (tmp_path / "cuda-tests.xml").write_text(
         '<testsuites><testsuite tests="5" failures="1" errors="0" skipped="1" time="12.5">'
         '<testcase name="a"/><testcase name="b"><failure message="x"/></testcase><testcase name="c"/>'
-        '<testcase name="d"><skipped/></testcase><testcase name="e"/></testsuite></testsuites>')
+        '<testcase name="d"><skipped/></testcase><testcase name="e"/></testsuite></testsuites>'
+    )
     md = gpu_check.write(tmp_path)
     summary = json.loads((tmp_path / "gpu_check.json").read_text())
     assert summary["tests"]["passed"] == 3 and summary["tests"]["failed"] == ["b"]
@@ -247,8 +306,14 @@ def test_the_gpu_check_summary_reads_the_bench_and_the_test_outcomes(cli_run, tm
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the script's behaviour without a GPU")
 def test_the_gpu_check_script_says_there_is_no_gpu_and_exits_0(tmp_path):
     root = Path(__file__).resolve().parents[1]
-    done = subprocess.run(["bash", "scripts/gpu_check.sh"], cwd=root, env={**os.environ, "OUT": str(tmp_path)},
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        ["bash", "scripts/gpu_check.sh"],
+        cwd=root,
+        env={**os.environ, "OUT": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "no CUDA GPU" in done.stdout
 
@@ -263,9 +328,14 @@ def test_the_frozen_forward_is_timed_in_each_precision(cli_run):
     assert "| bf16-held |" in md and "## Training step" in md
 
 
-@pytest.mark.parametrize("args,needle", [(["--student", "nope-net"], "unknown model architecture"),
-                                         (["--batch", "0"], "batch must be >= 1"),
-                                         (["--precision", "fp16"], "precision must be")])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--student", "nope-net"], "unknown model architecture"),
+        (["--batch", "0"], "batch must be >= 1"),
+        (["--precision", "fp16"], "precision must be"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys, args, needle):
     code = main(["bench", "--device", "cpu", "--output", str(tmp_path), *args])
     err = capsys.readouterr().err

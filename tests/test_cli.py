@@ -19,9 +19,25 @@ def run_cli(capsys, *args):
 
 def test_distill_cli_smoke(tmp_path, capsys):
     code, out, err = run_cli(
-        capsys, "distill", "--student", "mmt-rn-s", "--teacher-clean", "mmt-vit-s", "--teacher-adv", "mmt-vit-s",
-        "--strategy", "static", "--output", str(tmp_path), "data=builtin:shapes:split=train,n=480",
-        "optim.steps=3", "optim.batch_size=16", "attack.steps=1", "loop.eval_every=2", "loop.log_every=1", *EVAL,
+        capsys,
+        "distill",
+        "--student",
+        "mmt-rn-s",
+        "--teacher-clean",
+        "mmt-vit-s",
+        "--teacher-adv",
+        "mmt-vit-s",
+        "--strategy",
+        "static",
+        "--output",
+        str(tmp_path),
+        "data=builtin:shapes:split=train,n=480",
+        "optim.steps=3",
+        "optim.batch_size=16",
+        "attack.steps=1",
+        "loop.eval_every=2",
+        "loop.log_every=1",
+        *EVAL,
     )
     assert code == 0, err
     summary = json.loads(out)
@@ -38,8 +54,19 @@ def test_distill_cli_smoke(tmp_path, capsys):
 @pytest.mark.parametrize("method", FINETUNE_METHODS.names())
 def test_finetune_cli_every_method(tmp_path, capsys, method):
     code, out, err = run_cli(
-        capsys, "finetune", "--method", method, "--model", "mmt-vit-s", "--output", str(tmp_path),
-        "data=builtin:shapes:split=train,n=480", "optim.steps=2", "optim.batch_size=16", "attack.steps=1", *EVAL,
+        capsys,
+        "finetune",
+        "--method",
+        method,
+        "--model",
+        "mmt-vit-s",
+        "--output",
+        str(tmp_path),
+        "data=builtin:shapes:split=train,n=480",
+        "optim.steps=2",
+        "optim.batch_size=16",
+        "attack.steps=1",
+        *EVAL,
     )
     assert code == 0, err
     assert json.loads(out)["method"] == method
@@ -48,13 +75,30 @@ def test_finetune_cli_every_method(tmp_path, capsys, method):
 
 def test_pretrain_then_evaluate_cli(tmp_path, capsys):
     code, _, err = run_cli(
-        capsys, "pretrain", "--arch", "mmt-rn-s", "--output", str(tmp_path / "pt"),
-        "data=builtin:captions:split=train,n=480", "optim.steps=2", "optim.batch_size=32", *EVAL,
+        capsys,
+        "pretrain",
+        "--arch",
+        "mmt-rn-s",
+        "--output",
+        str(tmp_path / "pt"),
+        "data=builtin:captions:split=train,n=480",
+        "optim.steps=2",
+        "optim.batch_size=32",
+        *EVAL,
     )
     assert code == 0, err
     code, out, err = run_cli(
-        capsys, "evaluate", "--model", f"rn={tmp_path / 'pt' / 'model'}", "--model", "vit=mmt-vit-s",
-        "--output", str(tmp_path / "ev"), "eval.limit=24", "eval.pgd.steps=1", "eval.zero_shot_eps=[1/255]",
+        capsys,
+        "evaluate",
+        "--model",
+        f"rn={tmp_path / 'pt' / 'model'}",
+        "--model",
+        "vit=mmt-vit-s",
+        "--output",
+        str(tmp_path / "ev"),
+        "eval.limit=24",
+        "eval.pgd.steps=1",
+        "eval.zero_shot_eps=[1/255]",
     )
     assert code == 0, err
     results = json.loads((tmp_path / "ev" / "results.json").read_text())
@@ -90,7 +134,11 @@ def _folder_with_text_file(tmp_path):
 )
 def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys, case, needle):
     (tmp_path / "bad.pt").write_bytes(b"garbage")
-    model = {"arch": "nope-net", "missing": f"mmt-vit-s@{tmp_path / 'x.pt'}", "corrupt": f"mmt-vit-s@{tmp_path / 'bad.pt'}"}
+    model = {
+        "arch": "nope-net",
+        "missing": f"mmt-vit-s@{tmp_path / 'x.pt'}",
+        "corrupt": f"mmt-vit-s@{tmp_path / 'bad.pt'}",
+    }
     args = ["evaluate", "--model", "m=" + model.get(case, "mmt-vit-s"), "--output", str(tmp_path / "o"), "eval.limit=8"]
     if case == "dataset":
         args.append("eval.dataset=builtin:nope")

@@ -46,15 +46,40 @@ def test_export_arch_at_weights_to_vision_state_dict(tmp_path, capsys):
 def test_evaluate_with_autoattack_writes_flags_and_cleans_its_state(tmp_path, capsys):
     run = _run_folder(tmp_path, "mmt-vit-s")
     out = tmp_path / "eval"
-    code = main(["evaluate", "--model", f"m={run / 'student'}", "--output", str(out), "--attack", "pgd+apgd-ce+apgd-t",
-                 "--eps", "1/255,4/255", "--steps", "2", "--apgd-iterations", "3", "--target-classes", "2",
-                 "--limit", "48", "eval.zero_shot=[]", "eval.sanity_samples=8"])
+    code = main(
+        [
+            "evaluate",
+            "--model",
+            f"m={run / 'student'}",
+            "--output",
+            str(out),
+            "--attack",
+            "pgd+apgd-ce+apgd-t",
+            "--eps",
+            "1/255,4/255",
+            "--steps",
+            "2",
+            "--apgd-iterations",
+            "3",
+            "--target-classes",
+            "2",
+            "--limit",
+            "48",
+            "eval.zero_shot=[]",
+            "eval.sanity_samples=8",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     res = json.loads((out / "results.json").read_text())["m"]
     assert res["attack"] == "pgd+apgd-ce+apgd-t" and set(res["racc"]) == {"1/255", "4/255"}
     assert [a["iterations"] for a in res["protocol"]["chain"][1]["attacks"]] == [3]  # the flags reached both
     assert res["protocol"]["chain"][2]["attacks"][0] | {"source": ""} == {
-        "attack": "apgd-t", "iterations": 3, "restarts": 1, "targets": 2, "source": ""}
+        "attack": "apgd-t",
+        "iterations": 3,
+        "restarts": 1,
+        "targets": 2,
+        "source": "",
+    }
     assert {"monotone_in_eps", "autoattack_not_weaker"} <= set(res["sanity"])
     assert "## Sanity checks" in capsys.readouterr().out
     assert not (out / "autoattack-state").exists()

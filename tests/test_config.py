@@ -23,7 +23,9 @@ class Outer:
 
 
 def test_overrides_coerce_types_and_fractions():
-    cfg = load_config(Outer, overrides=["inner.eps=2/255", "inner.steps=7", "on=true", "flags=[1/255, 0.5]", "inner.name=none"])
+    cfg = load_config(
+        Outer, overrides=["inner.eps=2/255", "inner.steps=7", "on=true", "flags=[1/255, 0.5]", "inner.name=none"]
+    )
     assert cfg.inner.eps == pytest.approx(2 / 255)
     assert cfg.inner.steps == 7 and cfg.on is True and cfg.inner.name is None
     assert cfg.flags == pytest.approx([1 / 255, 0.5])
@@ -31,7 +33,12 @@ def test_overrides_coerce_types_and_fractions():
 
 @pytest.mark.parametrize(
     "override, message",
-    [("inner.epss=1", "inner.epss"), ("inner.steps=abc", "inner.steps"), ("on=maybe", "on"), ("noequals", "key.path=value")],
+    [
+        ("inner.epss=1", "inner.epss"),
+        ("inner.steps=abc", "inner.steps"),
+        ("on=maybe", "on"),
+        ("noequals", "key.path=value"),
+    ],
 )
 def test_bad_overrides_name_the_problem(override, message):
     with pytest.raises(ConfigError, match=message):
@@ -54,7 +61,9 @@ def test_missing_preset_is_a_config_error(tmp_path):
 
 
 def test_distill_config_strategy_sections_are_typed():
-    cfg = load_config(DistillConfig, overrides=["loss.strategy.name=static", "loss.strategy.static.a=0.25", "attack.eps=4/255"])
+    cfg = load_config(
+        DistillConfig, overrides=["loss.strategy.name=static", "loss.strategy.static.a=0.25", "attack.eps=4/255"]
+    )
     assert cfg.loss.strategy.static.a == 0.25 and cfg.attack.eps == pytest.approx(4 / 255)
     assert cfg.attack.objective == "embedding-l2"
     with pytest.raises(ConfigError, match="attack.objective"):
@@ -106,6 +115,8 @@ def test_model_argument_forms():
     parse_model_arg = ModelSpec.parse
 
     assert parse_model_arg("a=ViT-B-32@openai,vision=/x/fare.pt") == (
-        "a", __import__("mmt_ard.models", fromlist=["ModelSpec"]).ModelSpec("ViT-B-32", "openai", "/x/fare.pt"))
+        "a",
+        __import__("mmt_ard.models", fromlist=["ModelSpec"]).ModelSpec("ViT-B-32", "openai", "/x/fare.pt"),
+    )
     name, spec = parse_model_arg("RN50@/ck/r.pt")
     assert name == "RN50" and spec.pretrained == "/ck/r.pt" and spec.vision is None

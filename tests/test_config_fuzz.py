@@ -13,18 +13,64 @@ class Validated(Exception):
 
 
 KEYS = [
-    "optim.lr", "optim.steps", "optim.batch_size", "optim.warmup", "attack.eps", "attack.steps",
-    "attack.step_size", "attack.random_start", "attack.objective", "attack.norm", "loss.lambda_adv",
-    "loss.gamma", "loss.temperature", "loss.strategy.name", "loss.strategy.static.a",
-    "loss.strategy.confidence.slope", "loss.strategy.adaptive_norm.eta", "eval.eps", "eval.limit",
-    "eval.pgd.steps", "eval.attack", "lora.rank", "lora.dropout", "lora.enabled", "loop.precision",
-    "loop.select", "loop.max_nonfinite", "student.arch", "data", "attack", "loss", "optim.lr.x", "nope",
+    "optim.lr",
+    "optim.steps",
+    "optim.batch_size",
+    "optim.warmup",
+    "attack.eps",
+    "attack.steps",
+    "attack.step_size",
+    "attack.random_start",
+    "attack.objective",
+    "attack.norm",
+    "loss.lambda_adv",
+    "loss.gamma",
+    "loss.temperature",
+    "loss.strategy.name",
+    "loss.strategy.static.a",
+    "loss.strategy.confidence.slope",
+    "loss.strategy.adaptive_norm.eta",
+    "eval.eps",
+    "eval.limit",
+    "eval.pgd.steps",
+    "eval.attack",
+    "lora.rank",
+    "lora.dropout",
+    "lora.enabled",
+    "loop.precision",
+    "loop.select",
+    "loop.max_nonfinite",
+    "student.arch",
+    "data",
+    "attack",
+    "loss",
+    "optim.lr.x",
+    "nope",
 ]
 VALUES = st.one_of(
     st.integers(-5, 10**6).map(str),
     st.floats(allow_nan=True, allow_infinity=True).map(str),
-    st.sampled_from(["2/255", "1/0", "-1/255", "[1/255, 2/255]", "[a", "{x: 1}", "none", "true", "static",
-                     "confidence", "ce", "l2", "bf16", "", "~", "!!python/object:os.system", "1e999"]),
+    st.sampled_from(
+        [
+            "2/255",
+            "1/0",
+            "-1/255",
+            "[1/255, 2/255]",
+            "[a",
+            "{x: 1}",
+            "none",
+            "true",
+            "static",
+            "confidence",
+            "ce",
+            "l2",
+            "bf16",
+            "",
+            "~",
+            "!!python/object:os.system",
+            "1e999",
+        ]
+    ),
     st.text(max_size=12),
 )
 OVERRIDES = st.lists(
@@ -40,7 +86,13 @@ def stop_before_models(monkeypatch):
     monkeypatch.setattr(distill_run, "build_task", build_task)
 
 
-@settings(max_examples=80, deadline=None, derandomize=True, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=80,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(overrides=OVERRIDES)
 def test_random_overrides_are_accepted_or_refused_in_one_line(overrides, stop_before_models, tmp_path, capsys):
     capsys.readouterr()  # hypothesis reuses the fixture across examples

@@ -19,7 +19,12 @@ import torch
 
 from .test_distill_run import TINY, student_weights
 
-STEPS = ["optim.steps=12", "optim.batch_size=8", "loop.checkpoint_every=1", "eval.dataset=builtin:shapes:split=val,n=64"]
+STEPS = [
+    "optim.steps=12",
+    "optim.batch_size=8",
+    "loop.checkpoint_every=1",
+    "eval.dataset=builtin:shapes:split=val,n=64",
+]
 
 
 def killable_run(argv: list[str], flag: str, err: str) -> None:

@@ -167,10 +167,7 @@ def pets(tmp_path: Path) -> Path:
 
 
 def test_folder_dataset(pets: Path) -> None:
-    spec = (
-        f"folder:{pets}:split=test,classnames={pets}/classnames.txt,"
-        f"templates={pets}/templates.txt,size=32"
-    )
+    spec = f"folder:{pets}:split=test,classnames={pets}/classnames.txt,templates={pets}/templates.txt,size=32"
     ds = build_dataset(spec)
     assert ds.name == "pets" and ds.spec == spec and len(ds) == 5
     assert ds.classnames == ["dog", "cat"] and ds.templates == ["a photo of a {}.", "a pet {}."]

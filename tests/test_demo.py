@@ -7,12 +7,19 @@ import time
 from mmt_ard.cli.demo import DemoPlan
 from mmt_ard.cli.main import main
 from mmt_ard.experiments.world import REDUCED_CHAIN
+
 from .conftest import smoke_plan
 
-
 MODELS = {
-    "teachers/clean", "teachers/adversarial", "vit-s/original", "vit-s/baseline", "vit-s/mmt-ard",
-    "rn-s/original", "rn-s/baseline", "rn-s/mmt-ard", "vit-s-lora/mmt-ard",
+    "teachers/clean",
+    "teachers/adversarial",
+    "vit-s/original",
+    "vit-s/baseline",
+    "vit-s/mmt-ard",
+    "rn-s/original",
+    "rn-s/baseline",
+    "rn-s/mmt-ard",
+    "vit-s-lora/mmt-ard",
 }
 
 
@@ -39,7 +46,11 @@ def test_quick_demo_end_to_end_and_reuse(smoke_world, capsys, caplog, monkeypatc
     for res in gap.values():
         assert res["n"] == 4 and res["racc"]["4/255"] <= res["racc_by_attack"]["apgd-t"]["4/255"]
         assert res["protocol"]["chain"][3]["attacks"][0] | {"source": ""} == {
-            "attack": "apgd-ce", "iterations": 100, "restarts": 5, "source": ""}  # the real protocol
+            "attack": "apgd-ce",
+            "iterations": 100,
+            "restarts": 5,
+            "source": "",
+        }  # the real protocol
     assert "## Reduced chain vs the autoattack protocol" in report and "(4 images)" in report
     assert (tmp_path / "curves.png").stat().st_size > 10_000
     assert "report/report.html" in report and (tmp_path / "report" / "report.html").stat().st_size > 10_000

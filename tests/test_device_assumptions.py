@@ -23,8 +23,13 @@ def _is_cpu_literal(node: ast.expr) -> bool:
     if isinstance(node, ast.Constant):
         return node.value == "cpu"
     # torch.device("cpu")
-    return (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "device"
-            and len(node.args) == 1 and _is_cpu_literal(node.args[0]))
+    return (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "device"
+        and len(node.args) == 1
+        and _is_cpu_literal(node.args[0])
+    )
 
 
 def _device_arg(call: ast.Call, positional: int | None) -> ast.expr | None:
@@ -50,21 +55,27 @@ def device_problems(source: str, filename: str = "<source>") -> list[str]:
         elif any(kw.arg == "generator" for kw in node.keywords):
             device = _device_arg(node, None)
             if device is not None and not _is_cpu_literal(device):
-                problems.append(f"{filename}:{node.lineno}: {name}(generator=..., device={ast.unparse(device)}): "
-                                "draw on the CPU and move the result")
+                problems.append(
+                    f"{filename}:{node.lineno}: {name}(generator=..., device={ast.unparse(device)}): "
+                    "draw on the CPU and move the result"
+                )
     return problems
 
 
 def test_the_checker_finds_the_bug_it_is_for():
-    bad = ("gen = torch.Generator(device=x.device).manual_seed(0)\n"
-           "g2 = torch.Generator('cuda')\n"
-           "u = torch.rand(x.shape, generator=gen, device=x.device)\n")
+    bad = (
+        "gen = torch.Generator(device=x.device).manual_seed(0)\n"
+        "g2 = torch.Generator('cuda')\n"
+        "u = torch.rand(x.shape, generator=gen, device=x.device)\n"
+    )
     assert len(device_problems(bad)) == 3
-    good = ("gen = torch.Generator().manual_seed(0)\n"
-            "g2 = torch.Generator(device='cpu')\n"
-            "u = to_device(torch.rand(x.shape, generator=gen, device='cpu'), x.device)\n"
-            "p = torch.randperm(10, generator=gen)\n"
-            "z = torch.zeros(3, device=x.device)\n")  # no generator: any device is fine
+    good = (
+        "gen = torch.Generator().manual_seed(0)\n"
+        "g2 = torch.Generator(device='cpu')\n"
+        "u = to_device(torch.rand(x.shape, generator=gen, device='cpu'), x.device)\n"
+        "p = torch.randperm(10, generator=gen)\n"
+        "z = torch.zeros(3, device=x.device)\n"
+    )  # no generator: any device is fine
     assert device_problems(good) == []
 
 

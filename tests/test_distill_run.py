@@ -50,8 +50,11 @@ def test_resume_gives_the_same_weights_as_one_run(tmp_path, extra):
     assert stopped["stopped_at"] == 4 and not (tmp_path / "twice" / "student").exists()
     run_distill(tiny_cfg(tmp_path / "twice", *extra), resume=True)
     steps = [json.loads(r)["step"] for r in (tmp_path / "twice" / "metrics.jsonl").read_text().splitlines()]
-    train_steps = [json.loads(r)["step"] for r in (tmp_path / "twice" / "metrics.jsonl").read_text().splitlines()
-                   if json.loads(r)["split"] == "train"]
+    train_steps = [
+        json.loads(r)["step"]
+        for r in (tmp_path / "twice" / "metrics.jsonl").read_text().splitlines()
+        if json.loads(r)["split"] == "train"
+    ]
     assert train_steps == [1, 2, 3, 4, 5, 6] and steps[-1] == 6
     once, twice = student_weights(tmp_path / "once"), student_weights(tmp_path / "twice")
     assert once.keys() == twice.keys()
@@ -113,8 +116,12 @@ def test_student_exports_load_with_open_clip_alone(tmp_path):
     for name, extra in runs.items():
         run_distill(tiny_cfg(tmp_path / name, "optim.steps=2", *extra))
     folders = [str(tmp_path / name / "student") for name in runs]
-    out = subprocess.run([sys.executable, "-c", OPEN_CLIP_ONLY, str(ARCH_DIR / "mmt-vit-s.json"), *folders],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", OPEN_CLIP_ONLY, str(ARCH_DIR / "mmt-vit-s.json"), *folders],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     lines = out.stdout.strip().splitlines()[-2:]
     for folder, line in zip(folders, lines, strict=True):
         theirs = torch.tensor(json.loads(line))
@@ -137,7 +144,7 @@ def test_resume_refuses_a_changed_config_and_keeps_the_original(tmp_path):
 
 
 def test_loop_select_exports_the_best_validated_checkpoint(tmp_path, monkeypatch):
-    import mmt_ard.training.loop as loop
+    from mmt_ard.training import loop
 
     scores = iter([50.0, 70.0, 60.0])  # validations at steps 2, 4 and 6: step 4 is the best
     monkeypatch.setattr(loop, "evaluate_model", lambda *a, **k: {"acc": next(scores, 0.0), "racc": {}})

@@ -11,7 +11,9 @@ from mmt_ard.distill.lora import merged_copy
 from .conftest import tiny_classifier
 
 
-def make_task(student_arch="mmt-vit-s", teacher_arch="mmt-rn-s", lora=False, strategy="confidence", objective="embedding-l2"):
+def make_task(
+    student_arch="mmt-vit-s", teacher_arch="mmt-rn-s", lora=False, strategy="confidence", objective="embedding-l2"
+):
     student = tiny_classifier(student_arch, seed=1)
     for m in student.modules():  # open_clip zero-inits each residual branch's last BN: make it act, as when trained
         if isinstance(m, torch.nn.BatchNorm2d):

@@ -19,10 +19,10 @@ import torch
 
 import mmt_ard
 from mmt_ard import distributed
+from mmt_ard.data.batches import batch_indices
 from mmt_ard.data.pipeline import StepBatchSampler
 from mmt_ard.distill.run import run_distill
 from mmt_ard.errors import ConfigError
-from mmt_ard.data.batches import batch_indices
 
 from .test_distill_run import tiny_cfg
 
@@ -68,8 +68,21 @@ def _torchrun(output: Path, *extra: str) -> None:
     src = str(Path(mmt_ard.__file__).resolve().parents[1])
     env = {**os.environ, "PYTHONPATH": src, "OMP_NUM_THREADS": "1"}
     overrides = [a for a in tiny_cfg_args(output) if not a.startswith("output=")]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "mmt_ard.cli.main", "distill", "--output", str(output), *overrides, *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "mmt_ard.cli.main",
+        "distill",
+        "--output",
+        str(output),
+        *overrides,
+        *extra,
+    ]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
 
@@ -154,8 +167,20 @@ def test_a_dead_worker_ends_the_run_quickly_and_it_resumes(tmp_path):
     src = str(Path(mmt_ard.__file__).resolve().parents[1])
     env = {**os.environ, "PYTHONPATH": src, "OMP_NUM_THREADS": "1", "MMT_ARD_DIST_TIMEOUT": "30"}
     overrides = [a for a in tiny_cfg_args(tmp_path / "r") if not a.startswith("output=")]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
-           "distill", "--output", str(tmp_path / "r"), *overrides, "loop.checkpoint_every=1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(script),
+        "distill",
+        "--output",
+        str(tmp_path / "r"),
+        *overrides,
+        "loop.checkpoint_every=1",
+    ]
     t0 = time.monotonic()
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
     assert done.returncode != 0 and time.monotonic() - t0 < 120  # no hang

@@ -48,11 +48,23 @@ def test_robust_accuracy_does_not_rise_with_eps_and_attacks_bite(trained):
 
 
 def test_evaluate_model_result_layout(trained):
-    cfg = EvalConfig(dataset="builtin:shapes:split=val", eps=[1 / 255], pgd=PGDSettings(steps=1), limit=50,
-                     zero_shot_eps=[1 / 255])
+    cfg = EvalConfig(
+        dataset="builtin:shapes:split=val", eps=[1 / 255], pgd=PGDSettings(steps=1), limit=50, zero_shot_eps=[1 / 255]
+    )
     res = evaluate_model(trained.clip, cfg)
-    assert set(res) == {"dataset", "n", "acc", "racc", "sum_acc", "zero_shot", "zero_shot_racc", "attack", "protocol",
-                        "racc_by_attack", "sanity"}
+    assert set(res) == {
+        "dataset",
+        "n",
+        "acc",
+        "racc",
+        "sum_acc",
+        "zero_shot",
+        "zero_shot_racc",
+        "attack",
+        "protocol",
+        "racc_by_attack",
+        "sanity",
+    }
     assert (res["dataset"], res["n"]) == ("builtin:shapes:split=val", 50)
     assert res["protocol"]["chain"][0]["attacks"][0]["steps"] == 1  # the settings the numbers were made with
     assert res["sum_acc"]["1/255"] == pytest.approx(res["acc"] + res["racc"]["1/255"])

@@ -36,8 +36,9 @@ def test_paired_difference_uses_the_per_seed_differences_and_two_standard_errors
     with pytest.raises(ValueError):
         paired_difference([1.0, 2.0], [1.0])
     s = summarize([1.0, 2.0, 4.0])
-    assert s.mean == pytest.approx(7 / 3) and s.std == pytest.approx(math.sqrt(((1 - 7 / 3) ** 2 + (2 - 7 / 3) ** 2
-                                                                                 + (4 - 7 / 3) ** 2) / 2))
+    assert s.mean == pytest.approx(7 / 3) and s.std == pytest.approx(
+        math.sqrt(((1 - 7 / 3) ** 2 + (2 - 7 / 3) ** 2 + (4 - 7 / 3) ** 2) / 2)
+    )
 
 
 def _scores(acc: list[float], racc: list[float]) -> list[dict[str, float]]:
@@ -45,9 +46,11 @@ def _scores(acc: list[float], racc: list[float]) -> list[dict[str, float]]:
 
 
 def test_comparison_table_marks_only_significant_paired_differences():
-    rows = {"ref": _scores([30, 40, 50], [20, 20, 20]),
-            "better": _scores([31, 41, 51], [21, 21.5, 21.2]),  # +1 acc every seed: significant
-            "noisy": _scores([33, 38, 51], [20, 20, 20])}  # +3, -2, +1 acc: not significant
+    rows = {
+        "ref": _scores([30, 40, 50], [20, 20, 20]),
+        "better": _scores([31, 41, 51], [21, 21.5, 21.2]),  # +1 acc every seed: significant
+        "noisy": _scores([33, 38, 51], [20, 20, 20]),
+    }  # +3, -2, +1 acc: not significant
     table = comparison_table("t", "T", rows, "ref")
     by_label = {row[0]: row for row in table["rows"]}
     assert by_label["better"][1]["mark"] == SIGNIFICANT and by_label["better"][1]["mean"] == pytest.approx(41.0)
@@ -82,8 +85,9 @@ def _paper_inputs(tmp_path: Path) -> PaperInputs:
         (tmp_path / "zs" / name.replace("/", "_")).mkdir(parents=True)
     (tmp_path / "clean.pt").write_bytes(b"x")
     (tmp_path / "adv.pt").write_bytes(b"x")
-    return PaperInputs(str(tmp_path / "clean.pt"), str(tmp_path / "adv.pt"), str(tmp_path / "imagenet"),
-                       str(tmp_path / "zs"))
+    return PaperInputs(
+        str(tmp_path / "clean.pt"), str(tmp_path / "adv.pt"), str(tmp_path / "imagenet"), str(tmp_path / "zs")
+    )
 
 
 def test_the_paper_preset_runs_up_to_the_first_distillation(tmp_path, monkeypatch):
@@ -132,8 +136,9 @@ def test_every_experiment_runs_end_to_end_on_the_builtin_world(smoke_world, tmp_
 
     attacked = []  # the architecture each analysis PGD attacks
     adversarial = analyses._adversarial
-    monkeypatch.setattr(analyses, "_adversarial", lambda clf, *a, **k: attacked.append(clf.clip.arch)
-                        or adversarial(clf, *a, **k))
+    monkeypatch.setattr(
+        analyses, "_adversarial", lambda clf, *a, **k: attacked.append(clf.clip.arch) or adversarial(clf, *a, **k)
+    )
     common = ["--quick", "--students", "vit-s", "--world", str(smoke_world), "--output", str(tmp_path)]
     assert main(["experiment", "all", "--seeds", "1", *common]) == 0
     # Grad-CAM's x' is made against the adversarial teacher (ViT-T here), the bound's against the student (ViT-S)
@@ -149,8 +154,18 @@ def test_every_experiment_runs_end_to_end_on_the_builtin_world(smoke_world, tmp_
         assert (tmp_path / name / "tables.md").read_text().count("|") > 10
         trained[name] = res["runs_trained"]
     # Table 2's weighted row and Table 3's confidence row are Table 1's MMT-ARD run: not trained again
-    assert trained == {"table1": 2, "table2": 2, "table3": 2, "table4": 1, "components": 1, "released-code": 1,
-                       "gradcam": 0, "bound": 0, "dynamic-weights": 1, "efficiency": 2}
+    assert trained == {
+        "table1": 2,
+        "table2": 2,
+        "table3": 2,
+        "table4": 1,
+        "components": 1,
+        "released-code": 1,
+        "gradcam": 0,
+        "bound": 0,
+        "dynamic-weights": 1,
+        "efficiency": 2,
+    }
     eff = json.loads((tmp_path / "efficiency" / "results.json").read_text())
     assert len(eff["data"]["curves"]["baseline"][0]) >= 3  # a curve, not one point
     dyn = json.loads((tmp_path / "dynamic-weights" / "results.json").read_text())
@@ -159,7 +174,9 @@ def test_every_experiment_runs_end_to_end_on_the_builtin_world(smoke_world, tmp_
     assert "not a certificate" in bound["tables"][0]["notes"][0]
     table1 = json.loads((tmp_path / "table1" / "results.json").read_text())
     assert table1["protocol"]["name"] == "pgd" and table1["protocol"]["chain"][0]["attacks"][0]["steps"] == 2
-    assert "racc: per-sample worst case under `pgd` (PGD steps 2," in table1["tables"][0]["notes"][-1]  # every racc table
+    assert (
+        "racc: per-sample worst case under `pgd` (PGD steps 2," in table1["tables"][0]["notes"][-1]
+    )  # every racc table
     assert "racc: per-sample worst case under `pgd`" in (tmp_path / "table2" / "tables.md").read_text()
     assert (tmp_path / "report" / "report.html").stat().st_size > 10_000
     # a second seed: only the seed-1 runs are new, and every cell is a mean over the two paired seeds
@@ -258,6 +275,7 @@ def test_the_run_store_resumes_a_real_interrupted_distillation(tmp_path):
     folder = tmp_path / "runs" / f"mmt-vit-s-confidence-s0-{digest(key)}"  # where the store keeps this config
     stopped = load_config(DistillConfig, base=cfg, values={"loop.stop_after": 3, "output": str(folder)})
     assert run_distill(stopped, overwrite=True)["stopped_at"] == 3  # as a signal leaves it
+
     def train_rows():
         rows = [json.loads(r) for r in (folder / "metrics.jsonl").read_text().splitlines()]
         return [r for r in rows if r["split"] == "train"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 
 import numpy as np
-import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -28,8 +27,16 @@ def make_task(student_arch="mmt-vit-s", cache=None, attack_steps=2, **fast):
     attack = InnerAttackConfig(eps=4 / 255, steps=attack_steps, step_size=2 / 255)
     loss = LossConfig(strategy=StrategyConfig(name="confidence"), temperature=2.0)
     fast_cfg = FastPathConfig(cache_clean_logits=cache is not None, **fast)
-    return DistillationTask(student, tiny_classifier("mmt-vit-t", seed=2), tiny_classifier("mmt-vit-s", seed=3),
-                            attack, loss, seed=7, fast=fast_cfg, clean_cache=cache)
+    return DistillationTask(
+        student,
+        tiny_classifier("mmt-vit-t", seed=2),
+        tiny_classifier("mmt-vit-s", seed=3),
+        attack,
+        loss,
+        seed=7,
+        fast=fast_cfg,
+        clean_cache=cache,
+    )
 
 
 def batch(n=6, seed=0):

@@ -12,8 +12,27 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1] / "src" / "mmt_ard"
 # bottom up: a package may import itself and the packages before it, never one after it
-LAYERS = ["mmt_ard", "errors", "registry", "devices", "distributed", "io", "config", "models", "attacks", "data",
-          "evaluation", "reporting", "training", "distill", "analysis", "export", "bench", "experiments", "cli"]
+LAYERS = [
+    "mmt_ard",
+    "errors",
+    "registry",
+    "devices",
+    "distributed",
+    "io",
+    "config",
+    "models",
+    "attacks",
+    "data",
+    "evaluation",
+    "reporting",
+    "training",
+    "distill",
+    "analysis",
+    "export",
+    "bench",
+    "experiments",
+    "cli",
+]
 
 
 def modules() -> dict[str, Path]:
@@ -51,8 +70,12 @@ def test_every_package_is_in_a_layer():
 
 
 def test_no_package_imports_a_layer_above_it():
-    upward = [f"{a} -> {b}" for a, targets in graph().items() for b in targets
-              if LAYERS.index(layer(b)) > LAYERS.index(layer(a))]
+    upward = [
+        f"{a} -> {b}"
+        for a, targets in graph().items()
+        for b in targets
+        if LAYERS.index(layer(b)) > LAYERS.index(layer(a))
+    ]
     assert upward == [], "imports that run upward (see LAYERS):\n" + "\n".join(sorted(upward))
 
 
@@ -102,11 +125,14 @@ def test_no_module_imports_itself_in_a_circle():
     assert circles(graph()) == []
 
 
-@pytest.mark.parametrize("edges,expected", [
-    ({"a": {"b"}, "b": {"a"}, "c": set()}, [["a", "b"]]),
-    ({"a": {"b"}, "b": {"c"}, "c": {"a"}}, [["a", "b", "c"]]),
-    ({"a": {"b"}, "b": set()}, []),
-])
+@pytest.mark.parametrize(
+    "edges,expected",
+    [
+        ({"a": {"b"}, "b": {"a"}, "c": set()}, [["a", "b"]]),
+        ({"a": {"b"}, "b": {"c"}, "c": {"a"}}, [["a", "b", "c"]]),
+        ({"a": {"b"}, "b": set()}, []),
+    ],
+)
 def test_the_circle_finder_finds_circles(edges, expected):
     assert circles(edges) == expected
 

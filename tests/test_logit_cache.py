@@ -31,8 +31,16 @@ from .test_distill_run import tiny_cfg
 from .test_distributed import checkpoint_model, max_difference
 
 # 32 images, a global batch of 8: 4 steps per epoch, 2 epochs
-EPOCHS = ["data=builtin:shapes:split=train,n=32", "optim.steps=8", "optim.batch_size=8", "attack.steps=1",
-          "loop.device=cpu", "loop.log_every=1", "eval.limit=8", "eval.pgd.steps=1"]
+EPOCHS = [
+    "data=builtin:shapes:split=train,n=32",
+    "optim.steps=8",
+    "optim.batch_size=8",
+    "attack.steps=1",
+    "loop.device=cpu",
+    "loop.log_every=1",
+    "eval.limit=8",
+    "eval.pgd.steps=1",
+]
 
 
 def cache_rows(root: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -42,7 +50,7 @@ def cache_rows(root: Path) -> tuple[np.ndarray, np.ndarray]:
     n = meta["n"] if meta else 32
     raw = np.fromfile(directory / "clean-logits.bin", dtype=np.uint8)
     c = (raw.size - n) // (4 * n)
-    return raw[: n * c * 4].view(np.float32).reshape(n, c), raw[n * c * 4:]
+    return raw[: n * c * 4].view(np.float32).reshape(n, c), raw[n * c * 4 :]
 
 
 def hits_per_step(run: Path) -> dict[int, float]:
@@ -59,9 +67,24 @@ def test_every_rank_hits_from_the_second_epoch_on(tmp_path):
     src = str(Path(mmt_ard.__file__).resolve().parents[1])
     env = {**os.environ, "PYTHONPATH": src, "OMP_NUM_THREADS": "1"}
     cache = str(tmp_path / "cache" / "node${LOCAL_RANK}")  # expanded by each rank
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "mmt_ard.cli.main", "distill", "--output", str(tmp_path / "two"), "student.arch=mmt-vit-s",
-           "teacher_clean.arch=mmt-rn-s", "teacher_adv.arch=mmt-vit-s", *EPOCHS, f"fast.cache_dir={cache}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "mmt_ard.cli.main",
+        "distill",
+        "--output",
+        str(tmp_path / "two"),
+        "student.arch=mmt-vit-s",
+        "teacher_clean.arch=mmt-rn-s",
+        "teacher_adv.arch=mmt-vit-s",
+        *EPOCHS,
+        f"fast.cache_dir={cache}",
+    ]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     hits = hits_per_step(tmp_path / "two")  # the mean over both ranks of each rank's hit rate
@@ -92,9 +115,18 @@ def write_folder(root: Path, n_per_class: int = 4) -> None:
 def folder_run(tmp_path: Path, name: str, data: Path) -> tuple[np.ndarray, np.ndarray]:
     """One epoch (8 images, batch 8) of a tiny distillation on ``data``; its cache's rows."""
     root = tmp_path / f"cache-{name}"
-    cfg = tiny_cfg(tmp_path / name, f"data=folder:{data}:size=32", "optim.steps=1", "optim.batch_size=8",
-                   "loop.device=cpu", "loop.data.workers=0", "eval.limit=8", "eval.pgd.steps=1",
-                   "eval.dataset=builtin:shapes:split=val", f"fast.cache_dir={root}")
+    cfg = tiny_cfg(
+        tmp_path / name,
+        f"data=folder:{data}:size=32",
+        "optim.steps=1",
+        "optim.batch_size=8",
+        "loop.device=cpu",
+        "loop.data.workers=0",
+        "eval.limit=8",
+        "eval.pgd.steps=1",
+        "eval.dataset=builtin:shapes:split=val",
+        f"fast.cache_dir={root}",
+    )
     run_distill(cfg)
     return cache_rows(root)
 

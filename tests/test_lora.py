@@ -78,7 +78,8 @@ def test_merged_export_is_plain_open_clip_and_equals_the_adapter_model(tmp_path)
     merged = merged_copy(clip).eval()
     assert not any(isinstance(m, SplitAttention) for m in merged.modules())
     assert sum(isinstance(m, nn.MultiheadAttention) for m in merged.visual.modules()) == len(
-        merged.visual.transformer.resblocks)
+        merged.visual.transformer.resblocks
+    )
     with torch.no_grad():
         assert torch.allclose(clip.encode_image(x), merged.encode_image(x), atol=1e-5)
         with clip.model.visual.disable_adapter():

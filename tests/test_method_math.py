@@ -8,11 +8,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmt_ard.attacks import OBJECTIVES, PGDConfig, pgd
+from mmt_ard.data.batches import step_generator
 from mmt_ard.distill import DistillationTask, InnerAttackConfig, LossConfig, StrategyConfig
 from mmt_ard.distill.fast import FastPathConfig
 from mmt_ard.distill.run import DistillConfig
 from mmt_ard.evaluation import EvalConfig
-from mmt_ard.data.batches import step_generator
 from mmt_ard.training.finetune import FareOptions, FinetuneTask
 
 from .conftest import tiny_classifier, tiny_clip
@@ -73,7 +73,7 @@ def test_distillation_step_feeds_each_teacher_its_view_and_matches_the_hand_comp
     if fuse:  # one train-mode forward over both views (a ViT has no BatchNorm or dropout: exact)
         ((_, xs, out),) = train_calls
         assert torch.equal(xs, torch.cat([x, x_adv]))  # clean first, then adversarial
-        s_clean, s_adv = out[: len(x)], out[len(x):]
+        s_clean, s_adv = out[: len(x)], out[len(x) :]
     else:  # the two train-mode forwards
         (_, xs_clean, s_clean), (_, xs_adv, s_adv) = train_calls
         assert torch.equal(xs_clean, x) and torch.equal(xs_adv, x_adv)  # the student's views match the teachers'
@@ -92,7 +92,7 @@ def test_distillation_step_feeds_each_teacher_its_view_and_matches_the_hand_comp
     # the consistency target softmax(z_S(x)) is detached: loss_cm sends no gradient to the clean view
     if fuse:
         (g,) = torch.autograd.grad(terms["loss_cm"], [out])
-        g_clean, g_adv = g[: len(x)], g[len(x):]
+        g_clean, g_adv = g[: len(x)], g[len(x) :]
         assert g_clean.abs().sum() == 0 and g_adv.abs().sum() > 0
     else:
         g_clean, g_adv = torch.autograd.grad(terms["loss_cm"], [s_clean, s_adv], allow_unused=True)
@@ -191,7 +191,10 @@ def test_method_defaults():
     assert (cfg.lora.rank, cfg.lora.alpha, cfg.lora.dropout) == (16, 16.0, 0.1)
     ev = EvalConfig()
     assert ev.eps == [1 / 255, 2 / 255, 3 / 255, 4 / 255] and (ev.pgd.steps, ev.norm, ev.pgd.random_start) == (
-        10, "linf", True)
+        10,
+        "linf",
+        True,
+    )
     assert all(math.isclose(ev.pgd_config(e).alpha, e / 4) for e in ev.eps)
     assert (ev.attack, ev.pgd.restarts) == ("pgd", 1)  # METHOD.md 4: PGD-10 is the default robust accuracy
     assert cfg.optim.warmup == 0.07

@@ -21,13 +21,35 @@ def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("card")
     run = root / "distill-vit"
     export_open_clip(tiny_clip("mmt-vit-s"), run / "student")
-    cfg = DistillConfig(student=ModelSpec("mmt-vit-s", "openai"), teacher_clean=ModelSpec("mmt-vit-t", "clean.pt"),
-                        teacher_adv=ModelSpec("mmt-vit-t", "adv.pt"), output=str(run))
+    cfg = DistillConfig(
+        student=ModelSpec("mmt-vit-s", "openai"),
+        teacher_clean=ModelSpec("mmt-vit-t", "clean.pt"),
+        teacher_adv=ModelSpec("mmt-vit-t", "adv.pt"),
+        output=str(run),
+    )
     save_config(cfg, run / "config.yaml", extra={"version": {"mmt_ard": "test"}})  # as a run writes it
     (run / "summary.json").write_text(json.dumps({"val": {"acc": 41.5, "racc/2/255": 30.25, "sum_acc/2/255": 71.75}}))
-    args = ["evaluate", "--model", f"student={run / 'student'}", "--output", str(root / "eval"), "--attack",
-            "pgd+apgd-ce", "--eps", "1/255,2/255", "--limit", "12", "--steps", "1", "--apgd-iterations", "2", "--",
-            "eval.zero_shot=[]", "eval.sanity=false", "eval.apgd_ce.restarts=1"]
+    args = [
+        "evaluate",
+        "--model",
+        f"student={run / 'student'}",
+        "--output",
+        str(root / "eval"),
+        "--attack",
+        "pgd+apgd-ce",
+        "--eps",
+        "1/255,2/255",
+        "--limit",
+        "12",
+        "--steps",
+        "1",
+        "--apgd-iterations",
+        "2",
+        "--",
+        "eval.zero_shot=[]",
+        "eval.sanity=false",
+        "eval.apgd_ce.restarts=1",
+    ]
     assert main(args) == 0
     return run, root / "eval" / "results.json"
 
@@ -44,8 +66,10 @@ def test_every_export_carries_a_card_with_the_results_numbers(run, fmt, tmp_path
     assert meta["datasets"] == [DistillConfig.data]
     (entry,) = meta["model-index"][0]["results"]
     metrics = {m["name"]: m["value"] for m in entry["metrics"]}
-    assert metrics == {"clean accuracy": res["acc"],
-                       **{f"robust accuracy (pgd+apgd-ce, Linf eps {e})": v for e, v in res["racc"].items()}}
+    assert metrics == {
+        "clean accuracy": res["acc"],
+        **{f"robust accuracy (pgd+apgd-ce, Linf eps {e})": v for e, v in res["racc"].items()},
+    }
     assert entry["dataset"]["name"] == res["dataset"]
     assert f"| 2/255 | {res['acc']:.2f} | {res['racc']['2/255']:.2f} |" in body
     assert res["protocol"]["summary"] in body and "Eps range: 1/255 to 2/255." in body
@@ -65,9 +89,15 @@ def test_the_card_of_a_selected_step_carries_that_steps_validation(run, tmp_path
     """With loop.select the exported model is an earlier step's: its row of metrics.jsonl, not the last."""
     folder, _ = run
     summary = json.loads((folder / "summary.json").read_text())
-    (folder / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in [
-        {"step": 5, "split": "val", "acc": 50.0, "racc/2/255": 40.0},
-        {"step": 10, "split": "val", "acc": 41.5, "racc/2/255": 30.25}]))
+    (folder / "metrics.jsonl").write_text(
+        "\n".join(
+            json.dumps(r)
+            for r in [
+                {"step": 5, "split": "val", "acc": 50.0, "racc/2/255": 40.0},
+                {"step": 10, "split": "val", "acc": 41.5, "racc/2/255": 30.25},
+            ]
+        )
+    )
     (folder / "summary.json").write_text(json.dumps({**summary, "selected": {"step": 5, "metric": "acc"}}))
     try:
         assert main(["export", str(folder), "--format", "open_clip", "--output", str(tmp_path / "o")]) == 0
@@ -82,7 +112,8 @@ def test_hub_ids_alone_become_base_model(tmp_path):
     from mmt_ard.export.card import base_model
 
     assert base_model({"student": {"pretrained": "laion/CLIP-ViT-B-32-laion2B-s34B-b79K"}}) == (
-        "laion/CLIP-ViT-B-32-laion2B-s34B-b79K")
+        "laion/CLIP-ViT-B-32-laion2B-s34B-b79K"
+    )
     assert base_model({"student": {"pretrained": "hf-hub:org/name"}}) == "org/name"
     (tmp_path / "runs").mkdir()
     assert base_model({"student": {"pretrained": "openai"}}) is None
@@ -92,6 +123,8 @@ def test_hub_ids_alone_become_base_model(tmp_path):
 def test_a_bad_results_file_fails_before_anything_is_written(run, tmp_path, capsys):
     folder, results = run
     out = tmp_path / "x"
-    assert main(["export", str(folder), "--format", "open_clip", "--output", str(out), "--results",
-                 f"{results}:nobody"]) == 2
+    assert (
+        main(["export", str(folder), "--format", "open_clip", "--output", str(out), "--results", f"{results}:nobody"])
+        == 2
+    )
     assert "has no model 'nobody'; it has student" in capsys.readouterr().err and not out.exists()

@@ -66,15 +66,32 @@ def test_paper_presets_train_and_evaluate_with_real_architectures(standins, monk
     monkeypatch.setenv("IMAGENET_ROOT", str(imagenet))
     monkeypatch.setenv("CLEAN_TEACHER", str(standins["vitl14"]))
     monkeypatch.setenv("ADV_TEACHER", str(standins["vitl14"]))  # a whole CLIP: its vision tower is used
-    common = ["optim.batch_size=2", f"teacher_adv.pretrained={standins['vitl14']}",
-              f"data={spec(imagenet, 'train')}", f"eval.dataset={spec(imagenet, 'holdout')}",
-              "loop.data.workers=1", "eval.workers=1", "eval.limit=2", "eval.pgd.steps=1",
-              "attack.steps=2"]  # the preset's 10-step inner attack is the same loop, 5x the time
+    common = [
+        "optim.batch_size=2",
+        f"teacher_adv.pretrained={standins['vitl14']}",
+        f"data={spec(imagenet, 'train')}",
+        f"eval.dataset={spec(imagenet, 'holdout')}",
+        "loop.data.workers=1",
+        "eval.workers=1",
+        "eval.limit=2",
+        "eval.pgd.steps=1",
+        "attack.steps=2",
+    ]  # the preset's 10-step inner attack is the same loop, 5x the time
     # one step each: the optimizer step that changes the student is the same code at every step
     for preset, student, steps in (("paper-vit-b32", "vitb32", 1), ("paper-rn50", "rn50", 1)):
         out = tmp_path / preset
-        code = main(["distill", "--config", preset, "--output", str(out), f"student.pretrained={standins[student]}",
-                     f"optim.steps={steps}", *common])
+        code = main(
+            [
+                "distill",
+                "--config",
+                preset,
+                "--output",
+                str(out),
+                f"student.pretrained={standins[student]}",
+                f"optim.steps={steps}",
+                *common,
+            ]
+        )
         assert code == 0
         summary = json.loads((out / "summary.json").read_text())
         assert summary["val"]["acc"] >= 0 and "racc/2/255" in summary["val"]  # the preset's validation ran
@@ -88,9 +105,20 @@ def test_paper_presets_train_and_evaluate_with_real_architectures(standins, monk
         assert not torch.equal(trained["visual.conv1.weight"], start["visual.conv1.weight"])  # the student learned
 
     # the evaluation command on one student (RN50's PGD at 224 px already ran in its preset's validation)
-    code = main(["evaluate", "--model", f"vitb32={tmp_path / 'paper-vit-b32' / 'student'}", "--output", str(tmp_path / "eval"),
-                 f"eval.dataset={spec(imagenet, 'val')}", f'eval.zero_shot=["{spec(imagenet, "holdout")}"]',
-                 "eval.eps=[1/255,4/255]", "eval.pgd.steps=2", "clip_benchmark_json=true"])
+    code = main(
+        [
+            "evaluate",
+            "--model",
+            f"vitb32={tmp_path / 'paper-vit-b32' / 'student'}",
+            "--output",
+            str(tmp_path / "eval"),
+            f"eval.dataset={spec(imagenet, 'val')}",
+            f'eval.zero_shot=["{spec(imagenet, "holdout")}"]',
+            "eval.eps=[1/255,4/255]",
+            "eval.pgd.steps=2",
+            "clip_benchmark_json=true",
+        ]
+    )
     assert code == 0
     results = json.loads((tmp_path / "eval" / "results.json").read_text())
     r = results["vitb32"]

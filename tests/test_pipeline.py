@@ -13,11 +13,11 @@ from PIL import Image
 
 from mmt_ard import distributed
 from mmt_ard.data import build_dataset
+from mmt_ard.data.batches import batch_indices, labeled_batch
 from mmt_ard.data.pipeline import LoaderConfig, Preprocess, StepBatches, model_preprocess, use_model_preprocess
 from mmt_ard.data.shards import write_shards
 from mmt_ard.errors import UserError
 from mmt_ard.evaluation.clip_benchmark_json import benchmark_records, write_benchmark_json
-from mmt_ard.data.batches import batch_indices, labeled_batch
 
 from .conftest import tiny_clip
 
@@ -55,7 +55,7 @@ def test_folder_images_follow_the_models_open_clip_preprocess(tree):
 
 
 def test_preprocess_options_change_the_pixels(tree):
-    img = Image.open(sorted(tree.rglob("*.jpg"))[0])
+    img = Image.open(min(tree.rglob("*.jpg")))
     base = Preprocess(16).transform()(img)
     assert not torch.equal(base, Preprocess(16, resize_mode="squash").transform()(img))
     assert not torch.equal(base, Preprocess(16, interpolation="bilinear").transform()(img))
@@ -143,15 +143,25 @@ def test_clip_benchmark_without_the_extra_says_how_to_install(monkeypatch, tmp_p
 def test_clip_benchmark_json_one_file_per_model_and_dataset(tmp_path):
     result = {"acc": 61.5, "racc": {"2/255": 30.0}, "zero_shot": {"cifar10": 80.25, "imagenet-r": 40.0}}
     records = benchmark_records(result, "imagenet", "ViT-B-32-quickgelu", "mmt-ard")
-    assert records[0] == {"dataset": "imagenet", "model": "ViT-B-32-quickgelu", "pretrained": "mmt-ard",
-                          "task": "zeroshot_classification", "language": "en",
-                          "metrics": {"acc1": 0.615, "robust_acc1": {"2/255": 0.3}}}
+    assert records[0] == {
+        "dataset": "imagenet",
+        "model": "ViT-B-32-quickgelu",
+        "pretrained": "mmt-ard",
+        "task": "zeroshot_classification",
+        "language": "en",
+        "metrics": {"acc1": 0.615, "robust_acc1": {"2/255": 0.3}},
+    }
     assert records[1]["metrics"] == {"acc1": 0.8025}
-    files = write_benchmark_json({"mmt-ard": result, "base": result}, {"mmt-ard": "RN50", "base": "RN50"},
-                                 "folder:/data/imagenet:split=val", tmp_path)
+    files = write_benchmark_json(
+        {"mmt-ard": result, "base": result},
+        {"mmt-ard": "RN50", "base": "RN50"},
+        "folder:/data/imagenet:split=val",
+        tmp_path,
+    )
     assert len(files) == 6 and all(f.is_file() for f in files)
     assert json.loads((tmp_path / "cifar10_base_RN50_en_zeroshot_classification.json").read_text())["metrics"] == {
-        "acc1": 0.8025}
+        "acc1": 0.8025
+    }
 
 
 def test_a_corrupt_sample_in_a_shard_is_skipped_or_named_when_strict(tree, tmp_path, caplog):

@@ -54,8 +54,11 @@ class CastRecorder(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
         out = func(*args, **(kwargs or {}))
-        if func in (torch.ops.aten._to_copy.default, torch.ops.aten.to.dtype) and isinstance(out, torch.Tensor) \
-                and out.dtype == torch.bfloat16:
+        if (
+            func in (torch.ops.aten._to_copy.default, torch.ops.aten.to.dtype)
+            and isinstance(out, torch.Tensor)
+            and out.dtype == torch.bfloat16
+        ):
             self.shapes.append(tuple(out.shape))
         return out
 
@@ -99,9 +102,15 @@ def bf16_task(precision: str) -> DistillationTask:
     student = tiny_classifier("mmt-vit-s", seed=1)
     student.clip.model.requires_grad_(False)
     student.clip.visual.requires_grad_(True)
-    return DistillationTask(student, tiny_classifier("mmt-vit-t", seed=2), tiny_classifier("mmt-rn-s", seed=3),
-                            InnerAttackConfig(eps=4 / 255, steps=1, step_size=2 / 255), LossConfig(), seed=7,
-                            precision=precision)
+    return DistillationTask(
+        student,
+        tiny_classifier("mmt-vit-t", seed=2),
+        tiny_classifier("mmt-rn-s", seed=3),
+        InnerAttackConfig(eps=4 / 255, steps=1, step_size=2 / 255),
+        LossConfig(),
+        seed=7,
+        precision=precision,
+    )
 
 
 def test_a_bf16_task_holds_its_teachers_in_bf16_and_trains_a_float32_student(images):
@@ -125,8 +134,9 @@ def test_a_bf16_task_holds_its_teachers_in_bf16_and_trains_a_float32_student(ima
 @pytest.mark.parametrize("method", ["fare", "pmg-aft"])
 def test_the_finetuning_original_is_held_in_bf16_under_bf16(method, images):
     clip, head = tiny_clip("mmt-vit-s", seed=4), tiny_classifier("mmt-vit-s", seed=4).head
-    task = FinetuneTask(clip, head, method, PGDConfig(eps=8 / 255, steps=1, step_size=4 / 255), seed=1,
-                        precision="bf16")
+    task = FinetuneTask(
+        clip, head, method, PGDConfig(eps=8 / 255, steps=1, step_size=4 / 255), seed=1, precision="bf16"
+    )
     assert task.original is not None and held_dtype(task.original.module.clip.visual) == torch.bfloat16
     assert held_dtype(task.student.clip.visual) == torch.float32  # the trained copy keeps float32
     task.train()
@@ -137,9 +147,16 @@ def test_the_finetuning_original_is_held_in_bf16_under_bf16(method, images):
 
 def test_bf16_teachers_with_a_float32_student(images):
     attack = InnerAttackConfig(eps=4 / 255, steps=1, step_size=2 / 255)
-    task = DistillationTask(tiny_classifier("mmt-vit-s", seed=1), tiny_classifier("mmt-vit-t", seed=2),
-                            tiny_classifier("mmt-vit-t", seed=3), attack, LossConfig(), seed=7, precision="fp32",
-                            teacher_precision="bf16")
+    task = DistillationTask(
+        tiny_classifier("mmt-vit-s", seed=1),
+        tiny_classifier("mmt-vit-t", seed=2),
+        tiny_classifier("mmt-vit-t", seed=3),
+        attack,
+        LossConfig(),
+        seed=7,
+        precision="fp32",
+        teacher_precision="bf16",
+    )
     assert all(held_dtype(t.module.clip.visual) == torch.bfloat16 for t in (task.teacher_clean, task.teacher_adv))
     assert task.precision == "fp32"  # the inner attack and the student run in float32
     task.student.requires_grad_(True)
@@ -148,8 +165,10 @@ def test_bf16_teachers_with_a_float32_student(images):
     assert torch.isfinite(terms["loss"]) and terms["loss"].dtype == torch.float32
 
 
-@pytest.mark.parametrize(("loop", "teachers", "expected"),
-                         [("bf16", "", ("bf16", torch.bfloat16)), ("fp32", "bf16", ("fp32", torch.bfloat16))])
+@pytest.mark.parametrize(
+    ("loop", "teachers", "expected"),
+    [("bf16", "", ("bf16", torch.bfloat16)), ("fp32", "bf16", ("fp32", torch.bfloat16))],
+)
 def test_a_bf16_run_on_a_cpu_with_native_bf16_trains_in_bf16(monkeypatch, tmp_path, loop, teachers, expected):
     """The native branch, mocked, so it is tested on AVX2-only machines too (tiny models: emulation is quick)."""
     monkeypatch.setattr(prec, "bf16_native", lambda device: True)
@@ -161,11 +180,23 @@ def test_a_bf16_run_on_a_cpu_with_native_bf16_trains_in_bf16(monkeypatch, tmp_pa
         held.append((self.precision, held_dtype(self.teacher_adv.module.clip.visual)))
 
     monkeypatch.setattr(DistillationTask, "__init__", recording_init)
-    cfg = load_config(DistillConfig, overrides=[
-        "data=builtin:shapes:split=train,n=32", "student.arch=mmt-vit-s", "teacher_clean.arch=mmt-vit-t",
-        "teacher_adv.arch=mmt-vit-t", "optim.steps=1", "optim.batch_size=8", "attack.steps=1",
-        "eval.limit=8", "eval.pgd.steps=1", f"loop.precision={loop}", f"fast.teacher_precision={teachers}",
-        f"output={tmp_path}"])
+    cfg = load_config(
+        DistillConfig,
+        overrides=[
+            "data=builtin:shapes:split=train,n=32",
+            "student.arch=mmt-vit-s",
+            "teacher_clean.arch=mmt-vit-t",
+            "teacher_adv.arch=mmt-vit-t",
+            "optim.steps=1",
+            "optim.batch_size=8",
+            "attack.steps=1",
+            "eval.limit=8",
+            "eval.pgd.steps=1",
+            f"loop.precision={loop}",
+            f"fast.teacher_precision={teachers}",
+            f"output={tmp_path}",
+        ],
+    )
     summary = run_distill(cfg)
     assert held == [expected]
     saved = yaml.safe_load((tmp_path / "config.yaml").read_text())["config"]
@@ -175,9 +206,21 @@ def test_a_bf16_run_on_a_cpu_with_native_bf16_trains_in_bf16(monkeypatch, tmp_pa
 
 def test_bf16_teachers_fall_back_to_float32_without_native_bf16(monkeypatch, tmp_path):
     monkeypatch.setattr(prec, "bf16_native", lambda device: False)
-    cfg = load_config(DistillConfig, overrides=[
-        "data=builtin:shapes:split=train,n=32", "student.arch=mmt-vit-s", "teacher_clean.arch=mmt-vit-t",
-        "teacher_adv.arch=mmt-vit-t", "optim.steps=1", "optim.batch_size=8", "attack.steps=1", "eval.limit=8",
-        "eval.pgd.steps=1", "fast.teacher_precision=bf16", f"output={tmp_path}"])
+    cfg = load_config(
+        DistillConfig,
+        overrides=[
+            "data=builtin:shapes:split=train,n=32",
+            "student.arch=mmt-vit-s",
+            "teacher_clean.arch=mmt-vit-t",
+            "teacher_adv.arch=mmt-vit-t",
+            "optim.steps=1",
+            "optim.batch_size=8",
+            "attack.steps=1",
+            "eval.limit=8",
+            "eval.pgd.steps=1",
+            "fast.teacher_precision=bf16",
+            f"output={tmp_path}",
+        ],
+    )
     run_distill(cfg)
     assert yaml.safe_load((tmp_path / "config.yaml").read_text())["config"]["fast"]["teacher_precision"] == "fp32"

@@ -23,13 +23,28 @@ from mmt_ard.evaluation.protocols import PROTOCOLS, describe
 
 EPS = 4 / 255
 # autoattack-standard with every budget cut, for the equivalence run (both sides get the same cut)
-SMALL = {"apgd_ce": APGDSettings(20, 1), "apgd_t": TargetedSettings(20, 1, 9), "fab_t": TargetedSettings(20, 1, 9),
-         "square": SquareSettings(queries=200)}
+SMALL = {
+    "apgd_ce": APGDSettings(20, 1),
+    "apgd_t": TargetedSettings(20, 1, 9),
+    "fab_t": TargetedSettings(20, 1, 9),
+    "square": SquareSettings(queries=200),
+}
 # per attack, what AutoAttack sets (APGD keeps rho as thr_decr); each must exist on both sides
 ATTRIBUTES = {
     "apgd-ce": ("n_iter", "n_restarts", "thr_decr", "eot_iter", "loss", "eps", "norm", "seed"),
     "apgd-t": ("n_iter", "n_restarts", "n_target_classes", "thr_decr", "eot_iter", "loss", "eps", "norm", "seed"),
-    "fab-t": ("n_iter", "n_restarts", "n_target_classes", "targeted", "alpha_max", "eta", "beta", "eps", "norm", "seed"),
+    "fab-t": (
+        "n_iter",
+        "n_restarts",
+        "n_target_classes",
+        "targeted",
+        "alpha_max",
+        "eta",
+        "beta",
+        "eps",
+        "norm",
+        "seed",
+    ),
     "square": ("n_queries", "n_restarts", "p_init", "rescale_schedule", "loss", "targeted", "eps", "norm", "seed"),
 }
 
@@ -78,10 +93,13 @@ def _ours(model, x, y, protocol) -> tuple[float, AttackTrace]:
     return racc["4/255"], trace
 
 
-@pytest.mark.parametrize("protocol,version,attacks", [
-    ("autoattack", "custom", ["apgd-ce", "apgd-t"]),
-    ("autoattack-standard", "standard", None),
-])
+@pytest.mark.parametrize(
+    "protocol,version,attacks",
+    [
+        ("autoattack", "custom", ["apgd-ce", "apgd-t"]),
+        ("autoattack-standard", "standard", None),
+    ],
+)
 def test_a_protocol_gets_pyautoattacks_own_robust_accuracy(data, protocol, version, attacks, monkeypatch):
     """Same model, images and seed: the same robust accuracy as AutoAttack's own run.
 
@@ -98,10 +116,13 @@ def test_a_protocol_gets_pyautoattacks_own_robust_accuracy(data, protocol, versi
     assert 0 < ref.sum() < 21  # some samples survive, some are broken: the comparison means something
 
 
-@pytest.mark.parametrize("protocol,version,attacks", [
-    ("autoattack", "custom", ["apgd-ce", "apgd-t"]),
-    ("autoattack-standard", "standard", None),
-])
+@pytest.mark.parametrize(
+    "protocol,version,attacks",
+    [
+        ("autoattack", "custom", ["apgd-ce", "apgd-t"]),
+        ("autoattack-standard", "standard", None),
+    ],
+)
 def test_a_protocol_configures_each_attack_as_autoattack_does(data, protocol, version, attacks):
     model = data[0]
     runner = AutoAttack(model, norm="Linf", eps=EPS, seed=0, version=version, attacks=attacks, device="cpu")
@@ -158,7 +179,10 @@ def test_attack_flags_reach_only_the_attacks_the_chain_names(capsys):
 
     args = build_parser().parse_args(["evaluate", "--apgd-iterations", "50", "--target-classes", "3"])
     assert _eval_values(args, ["apgd-ce", "apgd-t"]) == {
-        "eval.apgd_ce.iterations": "50", "eval.apgd_t.iterations": "50", "eval.apgd_t.targets": "3"}
+        "eval.apgd_ce.iterations": "50",
+        "eval.apgd_t.iterations": "50",
+        "eval.apgd_t.targets": "3",
+    }
     one = build_parser().parse_args(["evaluate", "--apgd-iterations", "50"])
     assert _eval_values(one, ["apgd-ce", "autoattack"]) == {"eval.apgd_ce.iterations": "50"}  # not autoattack's
     EvalConfig(attack="apgd-ce+autoattack", apgd_ce=APGDSettings(50)).validate()  # so the protocol stays itself

@@ -36,7 +36,7 @@ def openai_standin(tmp_path, monkeypatch):
     save_file(state, str(path))
     asked = []
 
-    def download(cfg, cache_dir=None):  # noqa: ARG001
+    def download(cfg, cache_dir=None):
         asked.append(cfg)
         return str(path)
 
@@ -72,9 +72,9 @@ def test_gelu_tags_and_local_files_keep_the_named_architecture(caplog, tmp_path)
     assert resolve_arch("ViT-L-14", "openai") == "ViT-L-14-quickgelu"
     torch.save(tiny_clip().model.state_dict(), tmp_path / "w.pt")
     assert resolve_arch("ViT-B-32", str(tmp_path / "w.pt")) == "ViT-B-32"  # a file cannot say: the user decides
-    with caplog.at_level(logging.WARNING, logger="mmt_ard"):
-        with pytest.raises(UserError):  # does not fit, but the warning about the activation comes first
-            load_clip(ModelSpec("ViT-B-32", str(tmp_path / "w.pt")))
+    # does not fit, but the warning about the activation comes first
+    with caplog.at_level(logging.WARNING, logger="mmt_ard"), pytest.raises(UserError):
+        load_clip(ModelSpec("ViT-B-32", str(tmp_path / "w.pt")))
     assert "ViT-B-32-quickgelu" in caplog.text
 
 
@@ -119,10 +119,22 @@ def test_a_bf16_run_on_a_cpu_without_bf16_trains_in_float32(monkeypatch, tmp_pat
     monkeypatch.setattr(prec, "bf16_native", lambda device: False)
     seen = []
     monkeypatch.setattr("mmt_ard.distill.task.pgd", _recording_pgd(seen))
-    cfg = load_config(DistillConfig, overrides=[
-        "data=builtin:shapes:split=train,n=64", "student.arch=mmt-vit-s", "teacher_clean.arch=mmt-vit-s",
-        "teacher_adv.arch=mmt-vit-s", "optim.steps=1", "optim.batch_size=8", "attack.steps=1",
-        "eval.limit=8", "eval.pgd.steps=1", "loop.precision=bf16", f"output={tmp_path}"])
+    cfg = load_config(
+        DistillConfig,
+        overrides=[
+            "data=builtin:shapes:split=train,n=64",
+            "student.arch=mmt-vit-s",
+            "teacher_clean.arch=mmt-vit-s",
+            "teacher_adv.arch=mmt-vit-s",
+            "optim.steps=1",
+            "optim.batch_size=8",
+            "attack.steps=1",
+            "eval.limit=8",
+            "eval.pgd.steps=1",
+            "loop.precision=bf16",
+            f"output={tmp_path}",
+        ],
+    )
     run_distill(cfg)
     assert seen == ["fp32"]  # the inner attack ran in float32
     saved = yaml.safe_load((tmp_path / "config.yaml").read_text())

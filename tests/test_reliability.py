@@ -114,7 +114,10 @@ def test_same_seed_and_config_give_identical_runs_and_another_seed_does_not(tmp_
     assert all(torch.equal(a[k], b[k]) for k in a)
     # wall-clock, and the clean-logit cache's hit rate (run b reads what run a wrote): all that may differ
     drop = ("images_per_s", "train_seconds", "clean_cache_hits")
-    clean = [[{k: v for k, v in r.items() if k not in drop} for r in rows(tmp_path / n, s)] for n in "ab" for s in
-             ("train", "val")]
+    clean = [
+        [{k: v for k, v in r.items() if k not in drop} for r in rows(tmp_path / n, s)]
+        for n in "ab"
+        for s in ("train", "val")
+    ]
     assert clean[0] == clean[2] and clean[1] == clean[3]
     assert not all(torch.equal(a[k], c[k]) for k in a)

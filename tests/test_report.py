@@ -29,6 +29,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 def tiny_png(width: int = 4, height: int = 3) -> bytes:
     """A valid grey PNG written by hand (no plotting needed)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
@@ -40,19 +41,36 @@ def tiny_png(width: int = 4, height: int = 3) -> bytes:
 def experiment(**changes: Any) -> dict[str, Any]:
     """An experiment results.json as the contract describes it: 2 tables, 1 figure, 1 radar."""
     data: dict[str, Any] = {
-        "kind": "mmt-ard-experiment", "version": 1, "experiment": "table1", "paper": "Table 1",
-        "title": "Table 1: students x {baseline, MMT-ARD} x eps", "preset": "builtin", "seeds": [0, 1, 2],
-        "wall_seconds": 812.3, "environment": {"python": "3.11", "gpus": []},
+        "kind": "mmt-ard-experiment",
+        "version": 1,
+        "experiment": "table1",
+        "paper": "Table 1",
+        "title": "Table 1: students x {baseline, MMT-ARD} x eps",
+        "preset": "builtin",
+        "seeds": [0, 1, 2],
+        "wall_seconds": 812.3,
+        "environment": {"python": "3.11", "gpus": []},
         "tables": [
-            {"id": "table1-vit-s", "title": "ViT-S students", "columns": ["method", "eps", "acc", "racc"],
-             "rows": [["baseline", "2/255", {"mean": 30.1, "std": 0.4, "n": 3}, {"mean": 18.2, "std": 0.25, "n": 3}],
-                      ["mmt-ard", "2/255", {"mean": 31.0, "std": 0.5, "n": 3, "mark": "†"}, None]],
-             "notes": ["† significant paired difference (p < 0.05) vs baseline."]},
+            {
+                "id": "table1-vit-s",
+                "title": "ViT-S students",
+                "columns": ["method", "eps", "acc", "racc"],
+                "rows": [
+                    ["baseline", "2/255", {"mean": 30.1, "std": 0.4, "n": 3}, {"mean": 18.2, "std": 0.25, "n": 3}],
+                    ["mmt-ard", "2/255", {"mean": 31.0, "std": 0.5, "n": 3, "mark": "†"}, None],
+                ],
+                "notes": ["† significant paired difference (p < 0.05) vs baseline."],
+            },
             {"id": "timing", "title": "Timing", "columns": ["stage", "seconds"], "rows": [["distill", 12]]},
         ],
         "figures": [{"id": "curves", "title": "Training curves", "path": "curves.png"}],
-        "radar": [{"student": "vit-s", "axes": ["acc", "racc", "sum-acc", "clip-zero"],
-                   "series": {"baseline": [30.1, 18.2, 48.3, 22.9], "mmt-ard": [31.0, 19.5, 50.5, 22.8]}}],
+        "radar": [
+            {
+                "student": "vit-s",
+                "axes": ["acc", "racc", "sum-acc", "clip-zero"],
+                "series": {"baseline": [30.1, 18.2, 48.3, 22.9], "mmt-ard": [31.0, 19.5, 50.5, 22.8]},
+            }
+        ],
         "summary": ["MMT-ARD raises robust accuracy by 1.3 points."],
     }
     data.update(changes)
@@ -77,8 +95,14 @@ def evaluated() -> dict[str, dict[str, Any]]:
 
     torch.manual_seed(0)
     models = {name: load_clip(ModelSpec(arch="mmt-vit-s")) for name in ("vit-s/baseline", "vit-s/mmt-ard")}
-    cfg = EvalConfig(eps=[1 / 255, 2 / 255], pgd=PGDSettings(steps=1), limit=16, batch_size=16, sanity=False,
-                     zero_shot=["builtin:combos:split=test"])
+    cfg = EvalConfig(
+        eps=[1 / 255, 2 / 255],
+        pgd=PGDSettings(steps=1),
+        limit=16,
+        batch_size=16,
+        sanity=False,
+        zero_shot=["builtin:combos:split=test"],
+    )
     results = evaluate_models(models, cfg)
     results["rn-s/baseline"] = copy.deepcopy(results["vit-s/baseline"])  # no rn-s/mmt-ard: no rn-s radar
     results["teachers/clean"] = copy.deepcopy(results["vit-s/mmt-ard"])
@@ -134,19 +158,25 @@ def test_missing_figure_is_a_clear_error_and_nothing_is_written(tmp_path):
     assert [p.name for p in out.iterdir()] == ["report.md"] and (out / "report.md").read_text() == "an earlier report"
 
 
-@pytest.mark.parametrize("data, match", [
-    (experiment(kind="mmt-ard-sweep"), r"unknown kind 'mmt-ard-sweep'"),
-    (experiment(version=7), r"version 7 is not one"),
-    ('{"kind": "mmt-ard-experiment", "version": 1,,}', r"not valid JSON .* line 1"),
-    ([1, 2, 3], r"not a results file"),
-    (experiment(tables=[{"id": "t", "columns": ["a", "b"], "rows": [[1]]}]), r"row 0 has 1 cells for 2 columns"),
-    (experiment(tables=[{"id": "t", "columns": ["a"], "rows": [[[1, 2]]]}]), r"column 'a'.*a cell must be"),
-    (experiment(tables=[{"id": "t", "columns": ["a"], "rows": [[{"std": 1}]]}]), r"numeric 'mean'"),
-    (experiment(radar=[{"student": "s", "axes": ["a", "b", "c"], "series": {"x": [1, 2]}}]), r"series 'x' must be 3"),
-    (experiment(figures=[{"id": "f", "path": "notes.txt"}]), r"not an image type"),
-    ({"vit-s/baseline": {"acc": "high", "racc": {}}}, r"acc must be a number"),
-    ({"vit-s/baseline": {"acc": 1.0, "racc": {}, "sum_acc": [1]}}, r"sum_acc must be an object"),
-])
+@pytest.mark.parametrize(
+    "data, match",
+    [
+        (experiment(kind="mmt-ard-sweep"), r"unknown kind 'mmt-ard-sweep'"),
+        (experiment(version=7), r"version 7 is not one"),
+        ('{"kind": "mmt-ard-experiment", "version": 1,,}', r"not valid JSON .* line 1"),
+        ([1, 2, 3], r"not a results file"),
+        (experiment(tables=[{"id": "t", "columns": ["a", "b"], "rows": [[1]]}]), r"row 0 has 1 cells for 2 columns"),
+        (experiment(tables=[{"id": "t", "columns": ["a"], "rows": [[[1, 2]]]}]), r"column 'a'.*a cell must be"),
+        (experiment(tables=[{"id": "t", "columns": ["a"], "rows": [[{"std": 1}]]}]), r"numeric 'mean'"),
+        (
+            experiment(radar=[{"student": "s", "axes": ["a", "b", "c"], "series": {"x": [1, 2]}}]),
+            r"series 'x' must be 3",
+        ),
+        (experiment(figures=[{"id": "f", "path": "notes.txt"}]), r"not an image type"),
+        ({"vit-s/baseline": {"acc": "high", "racc": {}}}, r"acc must be a number"),
+        ({"vit-s/baseline": {"acc": 1.0, "racc": {}, "sum_acc": [1]}}, r"sum_acc must be an object"),
+    ],
+)
 def test_bad_results_raise_user_errors(tmp_path, data, match):
     run_dir = write_folder(tmp_path / "run", data)
     with pytest.raises(UserError, match=match):
@@ -196,8 +226,13 @@ def test_radar_only_when_baseline_and_mmt_ard_both_exist(evaluated):
 
 
 def test_radar_falls_back_to_the_first_eps():
-    res = {"acc": 40.0, "racc": {"1/255": 30.0, "4/255": 10.0}, "sum_acc": {"1/255": 70.0, "4/255": 50.0},
-           "zero_shot_racc": {"combos": {"1/255": 20.0}}, "zero_shot": {"combos": 25.0}}
+    res = {
+        "acc": 40.0,
+        "racc": {"1/255": 30.0, "4/255": 10.0},
+        "sum_acc": {"1/255": 70.0, "4/255": 50.0},
+        "zero_shot_racc": {"combos": {"1/255": 20.0}},
+        "zero_shot": {"combos": 25.0},
+    }
     radars = evaluation_radars({"s/baseline": res, "s/mmt-ard": res})
     assert "eps 1/255" in radars[0].title and radars[0].axes[-1] == "clip-zero"  # robust zero-shot measured
     assert [t.id for t in evaluation_tables({"s/baseline": res})] == ["students", "zero-shot"]
@@ -234,9 +269,18 @@ def chromium() -> str:
 
 def rendered(page: Path, profile: Path) -> dict[str, int]:
     """Open ``page`` headless and read what its check script found: tables laid out, images decoded."""
-    cmd = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-           "--no-first-run", f"--user-data-dir={profile}", "--virtual-time-budget=5000", "--dump-dom",
-           page.resolve().as_uri()]
+    cmd = [
+        chromium(),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        f"--user-data-dir={profile}",
+        "--virtual-time-budget=5000",
+        "--dump-dom",
+        page.resolve().as_uri(),
+    ]
     dom = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=True).stdout
     check = re.search(r'<p id="render-check"[^>]*>', dom)
     assert check, "the page's check script did not run:\n" + dom[-2000:]

@@ -40,7 +40,9 @@ def test_a_constant_classifier_is_at_chance_not_robust():
     blind = ConstantClassifier(plain.clip, plain.head).eval()
     x = torch.rand(32, 3, 32, 32)
     y = torch.arange(32) % 4  # clean accuracy 25% = chance
-    flags = run_sanity_checks(blind, [(x, y)], {"2/255": 25.0, "8/255": 25.0}, EvalConfig(**CFG), _trace(blind, [(x, y)]))
+    flags = run_sanity_checks(
+        blind, [(x, y)], {"2/255": 25.0, "8/255": 25.0}, EvalConfig(**CFG), _trace(blind, [(x, y)])
+    )
     assert flags["large_eps_to_chance"]["ok"] and flags["large_eps_to_chance"]["value"] == 25.0
     assert not flags["nonzero_gradients"]["ok"]  # but its gradients are flagged
 
@@ -59,8 +61,13 @@ def _trace(clf, data):
     return trace
 
 
-CFG = dict(eps=[2 / 255, 8 / 255], pgd=PGDSettings(steps=3), sanity_samples=16, apgd_ce=APGDSettings(4, 1),
-           apgd_t=TargetedSettings(4, 1, 1))
+CFG = {
+    "eps": [2 / 255, 8 / 255],
+    "pgd": PGDSettings(steps=3),
+    "sanity_samples": 16,
+    "apgd_ce": APGDSettings(4, 1),
+    "apgd_t": TargetedSettings(4, 1, 1),
+}
 
 
 def test_each_check_fires_on_a_bad_case_and_not_on_a_good_one():
@@ -97,8 +104,14 @@ def test_a_normal_model_passes_every_check(caplog):
     cfg = EvalConfig(attack="pgd+apgd-ce+apgd-t", **CFG)
     with caplog.at_level(logging.WARNING, logger="mmt_ard"):
         flags = run_sanity_checks(clf, data, {"2/255": 40.0, "8/255": 5.0}, cfg, _trace(clf, data))
-    assert set(flags) == {"monotone_in_eps", "nonzero_gradients", "large_eps_to_chance", "more_steps_not_weaker",
-                          "loss_rises", "autoattack_not_weaker"}
+    assert set(flags) == {
+        "monotone_in_eps",
+        "nonzero_gradients",
+        "large_eps_to_chance",
+        "more_steps_not_weaker",
+        "loss_rises",
+        "autoattack_not_weaker",
+    }
     assert all(f["ok"] for f in flags.values()), flags
     assert "sanity check" not in caplog.text
     assert "all checks pass" in sanity_markdown({"m": {"sanity": flags}})

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from mmt_ard.distill import STRATEGIES, DistillLogits, StrategyConfig, build_strategy, kd_kl
-from mmt_ard.errors import ConfigError
 from mmt_ard.distill.strategies import AdaptiveNormOptions, ConfidenceOptions, StaticOptions
+from mmt_ard.errors import ConfigError
 
 # two samples, three classes
 S_CLEAN = [[1.0, 0.0, -1.0], [0.0, 2.0, 0.0]]
@@ -33,7 +33,9 @@ def logits(**kw) -> DistillLogits:
 
 
 def expected(w_adv, w_clean, la=3.0, lo=0.5, t=1.0):
-    rows = [lo * w_clean[i] * kl(T_CLEAN[i], S_CLEAN[i], t) + la * w_adv[i] * kl(T_ADV[i], S_ADV[i], t) for i in range(2)]
+    rows = [
+        lo * w_clean[i] * kl(T_CLEAN[i], S_CLEAN[i], t) + la * w_adv[i] * kl(T_ADV[i], S_ADV[i], t) for i in range(2)
+    ]
     return sum(rows) / 2
 
 

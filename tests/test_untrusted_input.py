@@ -51,9 +51,20 @@ def test_training_checkpoint_on_resume_never_runs_code(tmp_path):
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
     poisoned(run / "checkpoints" / "last.pt", marker)
-    code = main(["distill", "--output", str(run), "--resume", "data=builtin:shapes:split=train,n=64",
-                 "teacher_clean.arch=mmt-vit-s", "teacher_adv.arch=mmt-vit-s", "optim.steps=2",
-                 "optim.batch_size=8", "eval.limit=8"])
+    code = main(
+        [
+            "distill",
+            "--output",
+            str(run),
+            "--resume",
+            "data=builtin:shapes:split=train,n=64",
+            "teacher_clean.arch=mmt-vit-s",
+            "teacher_adv.arch=mmt-vit-s",
+            "optim.steps=2",
+            "optim.batch_size=8",
+            "eval.limit=8",
+        ]
+    )
     assert code == 2 and not marker.exists()
 
 

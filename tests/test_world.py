@@ -49,9 +49,7 @@ def test_another_process_generates_the_same_bits() -> None:
         "print(h.hexdigest())"
     )
     env = {**os.environ, "PYTHONPATH": str(SRC)}
-    out = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
-    )
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == _digest(world.generate("shapes", "test", n=64))
 
 

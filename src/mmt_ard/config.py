@@ -64,14 +64,14 @@ def from_dict(cls: type[C], data: dict[str, Any], where: str = "") -> C:
     unknown = sorted(set(data) - names)
     moved = getattr(cls, "MOVED_KEYS", {})
     if unknown and unknown[0] in moved:
-        raise ConfigError(f"config key {_join(where, unknown[0])!r} has moved: write "
-                          f"{_join(where, moved[unknown[0]])!r} instead")
+        raise ConfigError(
+            f"config key {_join(where, unknown[0])!r} has moved: write {_join(where, moved[unknown[0]])!r} instead"
+        )
     if unknown:
         close = difflib.get_close_matches(unknown[0], names, n=1)
         hint = f" Did you mean {_join(where, close[0])!r}?" if close else ""
         raise ConfigError(
-            f"unknown config key {_join(where, unknown[0])!r}; "
-            f"valid keys here: {', '.join(sorted(names))}.{hint}"
+            f"unknown config key {_join(where, unknown[0])!r}; valid keys here: {', '.join(sorted(names))}.{hint}"
         )
     kwargs = {k: _coerce(hints[k], v, _join(where, k)) for k, v in data.items()}
     return cls(**kwargs)

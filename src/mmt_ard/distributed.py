@@ -21,10 +21,10 @@ works with any number of processes. Only rank 0 writes files (see io.py). Outsid
 from __future__ import annotations
 
 import atexit
-from datetime import timedelta
 import logging
 import os
 from collections.abc import Iterable, Sequence
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -201,8 +201,7 @@ def peer_failure(error: BaseException) -> bool:
     """Whether ``error`` is a collective that failed because another process died or timed out."""
     dist_error = getattr(dist, "DistError", None)
     return is_distributed() and (
-        (dist_error is not None and isinstance(error, dist_error))
-        or any(text in str(error) for text in PEER_LOST)
+        (dist_error is not None and isinstance(error, dist_error)) or any(text in str(error) for text in PEER_LOST)
     )
 
 

@@ -13,8 +13,8 @@ import platform
 import subprocess
 import tempfile
 from collections.abc import Callable
-from pathlib import Path
 from importlib import metadata
+from pathlib import Path
 from typing import IO, Any
 
 import torch
@@ -97,11 +97,17 @@ def code_version() -> dict[str, str]:
     try:
         commit = subprocess.run(
             ["git", "-C", str(here), "rev-parse", "--short", "HEAD"],
-            capture_output=True, text=True, timeout=5, check=True,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, timeout=5, check=True,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
         ).stdout.strip()
         info["git"] = commit + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
@@ -109,8 +115,17 @@ def code_version() -> dict[str, str]:
     return info
 
 
-PACKAGES = ("torch", "torchvision", "open_clip_torch", "peft", "numpy", "safetensors", "transformers",
-            "pyautoattack", "webdataset")
+PACKAGES = (
+    "torch",
+    "torchvision",
+    "open_clip_torch",
+    "peft",
+    "numpy",
+    "safetensors",
+    "transformers",
+    "pyautoattack",
+    "webdataset",
+)
 
 
 def _cpu_model() -> str:

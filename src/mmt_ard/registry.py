@@ -49,9 +49,7 @@ class Registry(Generic[T]):
         except KeyError:
             close = difflib.get_close_matches(name, self._items, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise UserError(
-                f"unknown {self.kind} {name!r}; choose one of: {', '.join(self.names())}.{hint}"
-            ) from None
+            raise UserError(f"unknown {self.kind} {name!r}; choose one of: {', '.join(self.names())}.{hint}") from None
 
     def names(self) -> list[str]:
         return sorted(self._items)

@@ -80,7 +80,10 @@ def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def strategy_weights(
-    strategy: StrategyConfig, z_student: torch.Tensor, z_clean: torch.Tensor, z_adv_for_weights: torch.Tensor,
+    strategy: StrategyConfig,
+    z_student: torch.Tensor,
+    z_clean: torch.Tensor,
+    z_adv_for_weights: torch.Tensor,
     labels: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample ``(w_adv, w_clean)`` of the distillation strategy, checked to be convex weights."""
@@ -90,7 +93,8 @@ def strategy_weights(
     )
     w_adv, w_clean = w_adv.float().expand_as(labels).clone(), w_clean.float().expand_as(labels).clone()
     convex = bool((w_adv >= 0).all() and (w_clean >= 0).all()) and torch.allclose(
-        w_adv + w_clean, torch.ones_like(w_adv), atol=1e-4)
+        w_adv + w_clean, torch.ones_like(w_adv), atol=1e-4
+    )
     if not convex:
         raise ConfigError(
             f"the {strategy.name!r} strategy's weights are not convex (w >= 0, w_adv + w_clean = 1), "
@@ -115,15 +119,22 @@ def lipschitz_estimate(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, 
     z0 = _logits(model, x)  # (B, C)
     k = min(opts.lipschitz_classes, z0.shape[1])
     classes = torch.cat([z0.topk(k, dim=1).indices, labels.view(-1, 1)], dim=1)  # (B, k + 1)
-    cfg = PGDConfig(norm="linf", eps=opts.lipschitz_radius, steps=opts.lipschitz_steps,
-                    step_size=opts.lipschitz_radius / 4, random_start=False)
+    cfg = PGDConfig(
+        norm="linf",
+        eps=opts.lipschitz_radius,
+        steps=opts.lipschitz_steps,
+        step_size=opts.lipschitz_radius / 4,
+        random_start=False,
+    )
     best = torch.zeros(x.shape[0], device=x.device)
     for j in range(classes.shape[1]):
-        c = classes[:, j:j + 1]
+        c = classes[:, j : j + 1]
         anchor = z0.gather(1, c).squeeze(1)
         for sign in (1.0, -1.0):
-            def objective(xa: torch.Tensor, c: torch.Tensor = c, anchor: torch.Tensor = anchor,
-                          sign: float = sign) -> torch.Tensor:
+
+            def objective(
+                xa: torch.Tensor, c: torch.Tensor = c, anchor: torch.Tensor = anchor, sign: float = sign
+            ) -> torch.Tensor:
                 return sign * (model(xa).float().gather(1, c).squeeze(1) - anchor)
 
             with torch.enable_grad():
@@ -136,8 +147,13 @@ def lipschitz_estimate(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, 
 
 
 def _batch_radii(
-    student: nn.Module, teacher_clean: nn.Module, teacher_adv: nn.Module, x: torch.Tensor, y: torch.Tensor,
-    x_adv: torch.Tensor | None, opts: BoundOptions,
+    student: nn.Module,
+    teacher_clean: nn.Module,
+    teacher_adv: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    x_adv: torch.Tensor | None,
+    opts: BoundOptions,
 ) -> dict[str, torch.Tensor]:
     z_s, z_clean, z_adv = _logits(student, x), _logits(teacher_clean, x), _logits(teacher_adv, x)
     z_adv_weights = _logits(teacher_adv, x_adv) if x_adv is not None else z_adv  # as training weighs
@@ -148,9 +164,15 @@ def _batch_radii(
     delta = (z_s - z_ens).abs().amax(dim=1)  # L-inf over classes
     lipschitz = lipschitz_estimate(student, x, y, opts)
     return {
-        "margin_adv": gamma_adv, "margin_clean": gamma_clean, "w_adv": w_adv, "w_clean": w_clean,
-        "avg_margin": avg_margin, "ensemble_margin": true_class_margin(z_ens, y),
-        "student_margin": true_class_margin(z_s, y), "delta": delta, "lipschitz": lipschitz,
+        "margin_adv": gamma_adv,
+        "margin_clean": gamma_clean,
+        "w_adv": w_adv,
+        "w_clean": w_clean,
+        "avg_margin": avg_margin,
+        "ensemble_margin": true_class_margin(z_ens, y),
+        "student_margin": true_class_margin(z_s, y),
+        "delta": delta,
+        "lipschitz": lipschitz,
     }
 
 

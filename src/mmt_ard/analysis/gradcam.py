@@ -83,8 +83,10 @@ def _resnet_stage(tower: nn.Module) -> nn.Module:
     size = tower.image_size if isinstance(tower.image_size, int) else tower.image_size[0]
     sides: dict[str, int] = {}
     stages = ("layer4", "layer3", "layer2")
-    handles = [getattr(tower, n).register_forward_hook(lambda m, i, o, n=n: sides.__setitem__(n, min(o.shape[-2:])))
-               for n in stages]
+    handles = [
+        getattr(tower, n).register_forward_hook(lambda m, i, o, n=n: sides.__setitem__(n, min(o.shape[-2:])))
+        for n in stages
+    ]
     p = next(tower.parameters())
     try:
         with eval_mode(tower), torch.no_grad():  # BatchNorm statistics untouched
@@ -95,8 +97,15 @@ def _resnet_stage(tower: nn.Module) -> nn.Module:
     for name in stages:
         if sides.get(name, 0) >= 4:
             if name != "layer4":
-                log.info("Grad-CAM of a %d px ResNet on %s (%d x %d): layer4 is %d x %d", int(size), name,
-                         sides[name], sides[name], sides["layer4"], sides["layer4"])
+                log.info(
+                    "Grad-CAM of a %d px ResNet on %s (%d x %d): layer4 is %d x %d",
+                    int(size),
+                    name,
+                    sides[name],
+                    sides[name],
+                    sides["layer4"],
+                    sides["layer4"],
+                )
             return getattr(tower, name)[-1]
     log.warning("every stage of this %d px ResNet is below 4 x 4: its Grad-CAM maps carry little location", int(size))
     return tower.layer4[-1]
@@ -157,11 +166,16 @@ def cam_maps(
     layer, reshape = target_layer(classifier)
     device = next(classifier.parameters()).device
     out = []
-    with eval_mode(classifier), _kept_gradients(classifier), torch.enable_grad(), \
-            torch.autocast(device.type, enabled=False), _grad_cam(classifier, layer, reshape) as cam:
+    with (
+        eval_mode(classifier),
+        _kept_gradients(classifier),
+        torch.enable_grad(),
+        torch.autocast(device.type, enabled=False),
+        _grad_cam(classifier, layer, reshape) as cam,
+    ):
         for i in range(0, images.shape[0], batch_size):
-            x = images[i:i + batch_size].detach().to(device, torch.float32).requires_grad_(True)
-            out.append(cam(input_tensor=x, targets=targets[i:i + batch_size]))
+            x = images[i : i + batch_size].detach().to(device, torch.float32).requires_grad_(True)
+            out.append(cam(input_tensor=x, targets=targets[i : i + batch_size]))
     return (np.concatenate(out).astype(np.float32) * 255.0).clip(0.0, 255.0)
 
 

@@ -29,7 +29,10 @@ VARIANTS = ("fp32", "bf16-autocast", "bf16-held")
 
 
 def frozen_forward(
-    teacher: ZeroShotClassifier, images: torch.Tensor, variants: tuple[str, ...] = VARIANTS, rounds: int = 3,
+    teacher: ZeroShotClassifier,
+    images: torch.Tensor,
+    variants: tuple[str, ...] = VARIANTS,
+    rounds: int = 3,
     warmup: int = 1,
 ) -> dict[str, Any]:
     """Images/s of each variant's forward over ``images`` (B, 3, H, W), ``rounds`` timed calls each.

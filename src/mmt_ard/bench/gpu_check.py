@@ -36,42 +36,69 @@ def summary(bench: dict[str, Any], tests: dict[str, Any]) -> dict[str, Any]:
     """The numbers the README's GPU table shows."""
     rows = []
     for c in bench["configurations"]:
-        rows.append({"teacher": c["teacher"], "student": c["student"], "precision": c["precision"],
-                     "batch": c["batch"], "images_per_s": c["images_per_s"],
-                     "reference_images_per_s": c["reference_images_per_s"],
-                     "speedup_vs_reference": c["speedup_vs_reference"],
-                     "loss_check_passed": (c["loss_check"] or {}).get("passed")})
+        rows.append(
+            {
+                "teacher": c["teacher"],
+                "student": c["student"],
+                "precision": c["precision"],
+                "batch": c["batch"],
+                "images_per_s": c["images_per_s"],
+                "reference_images_per_s": c["reference_images_per_s"],
+                "speedup_vs_reference": c["speedup_vs_reference"],
+                "loss_check_passed": (c["loss_check"] or {}).get("passed"),
+            }
+        )
     frozen = bench.get("frozen_forward") or {}
-    return {"machine": bench["machine"], "code": bench.get("code"), "tests": tests, "steps": rows,
-            "bench_note": bench.get("note"),
-            "frozen_forward": {k: v["images_per_s"] for k, v in frozen.get("variants", {}).items()},
-            "frozen_teacher": frozen.get("teacher"), "frozen_batch": frozen.get("batch")}
+    return {
+        "machine": bench["machine"],
+        "code": bench.get("code"),
+        "tests": tests,
+        "steps": rows,
+        "bench_note": bench.get("note"),
+        "frozen_forward": {k: v["images_per_s"] for k, v in frozen.get("variants", {}).items()},
+        "frozen_teacher": frozen.get("teacher"),
+        "frozen_batch": frozen.get("batch"),
+    }
 
 
 def table(s: dict[str, Any]) -> str:
     """Markdown: one line of machine and tests, the step table, the frozen-forward line."""
     m, t = s["machine"], s["tests"]
-    lines = [f"GPU: {m['device_name']} (torch {m['torch_version']}, CUDA {m['cuda_version']}); "
-             f"`pytest -m cuda`: {t['passed']} passed, {t['failures'] + t['errors']} failed, {t['skipped']} skipped "
-             f"in {t['seconds']:.0f} s.", "",
-             "| teachers | student | precision | batch | images/s | reference images/s | vs reference | same loss |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        (
+            f"GPU: {m['device_name']} (torch {m['torch_version']}, CUDA {m['cuda_version']}); "
+            f"`pytest -m cuda`: {t['passed']} passed, {t['failures'] + t['errors']} failed, {t['skipped']} skipped "
+            f"in {t['seconds']:.0f} s."
+        ),
+        "",
+        "| teachers | student | precision | batch | images/s | reference images/s | vs reference | same loss |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     if s.get("bench_note"):
         lines.append(f"| {s['bench_note']} | | | | | | | |")
     for r in s["steps"]:
         ref = r["reference_images_per_s"]
         speed = r["speedup_vs_reference"]
-        lines.append(f"| {r['teacher']} | {r['student']} | {r['precision']} | {r['batch']} | {r['images_per_s']:.2f} | "
-                     f"{'-' if ref is None else f'{ref:.2f}'} | {'-' if speed is None else f'{speed:.2f}x'} | "
-                     f"{'-' if r['loss_check_passed'] is None else ('pass' if r['loss_check_passed'] else 'FAIL')} |")
+        lines.append(
+            f"| {r['teacher']} | {r['student']} | {r['precision']} | {r['batch']} | {r['images_per_s']:.2f} | "
+            f"{'-' if ref is None else f'{ref:.2f}'} | {'-' if speed is None else f'{speed:.2f}x'} | "
+            f"{'-' if r['loss_check_passed'] is None else ('pass' if r['loss_check_passed'] else 'FAIL')} |"
+        )
     if s["frozen_forward"]:
         rates = ", ".join(f"{k} {v:.1f}" for k, v in s["frozen_forward"].items())
         lines += ["", f"Frozen {s['frozen_teacher']} forward, batch {s['frozen_batch']}, images/s: {rates}."]
     return "\n".join(lines) + "\n"
 
 
-NOT_RUN = {"tests": 0, "failures": 0, "errors": 1, "skipped": 0, "failed": ["(no JUnit XML: pytest did not finish)"],
-           "seconds": 0.0, "passed": 0}
+NOT_RUN = {
+    "tests": 0,
+    "failures": 0,
+    "errors": 1,
+    "skipped": 0,
+    "failed": ["(no JUnit XML: pytest did not finish)"],
+    "seconds": 0.0,
+    "passed": 0,
+}
 
 
 def write(out: Path) -> str:

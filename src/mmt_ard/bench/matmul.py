@@ -98,5 +98,6 @@ def matmul_rate(
         _time_mm(a, b, out, 1, linear=True)
         best_linear = min(_time_mm(a, b, out, iters, linear=True) for _ in range(max(repeats, 1)))
     flops = 2.0 * n**3 * iters / 1e9
-    return MatmulRate(precision, n, iters, max(repeats, 1), best, flops / max(best, 1e-12),
-                      flops / max(best_linear, 1e-12))
+    return MatmulRate(
+        precision, n, iters, max(repeats, 1), best, flops / max(best, 1e-12), flops / max(best_linear, 1e-12)
+    )

@@ -43,13 +43,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mmt_ard.data.batches import step_generator
 from mmt_ard.distill.strategies import StrategyConfig
 from mmt_ard.distill.task import InnerAttackConfig, LossConfig
 from mmt_ard.distributed import skip_to_rank
 from mmt_ard.errors import ConfigError
 from mmt_ard.models.clip import ZeroShotClassifier
 from mmt_ard.models.frozen import eval_mode
-from mmt_ard.data.batches import step_generator
 from mmt_ard.training.timing import NO_SECTIONS, Sections
 
 OBJECTIVES = ("embedding-l2", "kl-clean-teacher")
@@ -163,7 +163,11 @@ class ReferenceStep:
         return (x + delta).detach()
 
     def loss(
-        self, s_clean: torch.Tensor, s_adv: torch.Tensor, t_clean: torch.Tensor, t_adv: torch.Tensor,
+        self,
+        s_clean: torch.Tensor,
+        s_adv: torch.Tensor,
+        t_clean: torch.Tensor,
+        t_adv: torch.Tensor,
         labels: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """METHOD.md section 3 for ``confidence``, ``adv-only`` or ``released-code``, plus ``gamma`` L_cm (3.2)."""
@@ -190,8 +194,14 @@ class ReferenceStep:
             w_adv, w_clean = torch.ones_like(l_adv), torch.zeros_like(l_clean)
         loss_kd = (lambda_org * w_clean * l_clean + lambda_adv * w_adv * l_adv).mean()
         loss_cm = kl_rows(s_clean.detach(), s_adv).mean()  # KL(softmax(z_S(x)).detach() || softmax(z_S(x')))
-        return {"loss": loss_kd + cfg.gamma * loss_cm, "loss_kd": loss_kd, "loss_cm": loss_cm,
-                "kl_clean": l_clean.mean(), "kl_adv": l_adv.mean(), "w_adv": w_adv.mean()}
+        return {
+            "loss": loss_kd + cfg.gamma * loss_cm,
+            "loss_kd": loss_kd,
+            "loss_cm": loss_cm,
+            "kl_clean": l_clean.mean(),
+            "kl_adv": l_adv.mean(),
+            "w_adv": w_adv.mean(),
+        }
 
     def training_step(self, batch: tuple[torch.Tensor, ...], step: int) -> dict[str, torch.Tensor]:
         """The step's terms; ``batch`` is ``(x, y)`` or ``(x, y, idx)`` (idx is not used)."""
@@ -240,8 +250,10 @@ class ReleasedCodeStep(ReferenceStep):
 
 def released_recipe(attack: InnerAttackConfig, loss: LossConfig) -> tuple[InnerAttackConfig, LossConfig]:
     """``attack`` and ``loss`` with the released code's choices: KL attack with momentum, its weighting."""
-    return (replace(attack, objective="kl-clean-teacher", momentum=RELEASED_MOMENTUM),
-            replace(loss, strategy=StrategyConfig(name="released-code")))
+    return (
+        replace(attack, objective="kl-clean-teacher", momentum=RELEASED_MOMENTUM),
+        replace(loss, strategy=StrategyConfig(name="released-code")),
+    )
 
 
 @dataclass

@@ -33,8 +33,16 @@ from mmt_ard.bench.matmul import matmul_rate
 from mmt_ard.bench.reference import ReleasedCodeStep, released_recipe, unsupported
 from mmt_ard.bench.report import machine_info
 from mmt_ard.bench.step import (
-    PRECISIONS, BenchModels, Measurement, RandomImages, Timed, build_reference, build_task, loss_check,
-    measure_interleaved, random_classifier,
+    PRECISIONS,
+    BenchModels,
+    Measurement,
+    RandomImages,
+    Timed,
+    build_reference,
+    build_task,
+    loss_check,
+    measure_interleaved,
+    random_classifier,
 )
 from mmt_ard.distill.fast import FastPathConfig
 from mmt_ard.distill.task import DistillationTask, InnerAttackConfig, LossConfig
@@ -66,8 +74,9 @@ PRESETS = {
     # the built-in demo's distillation: tiny teachers and students on 32 px images, 3-step attack
     "builtin": Preset("mmt-vit-t", ("mmt-vit-s", "mmt-rn-s"), batch=64, inner_steps=3, classes=24, image_size=32),
     # the paper's real scale with random weights: ViT-L-14 teachers, ViT-B-32 student, 10-step attack
-    "vit-l14": Preset("ViT-L-14-quickgelu", ("ViT-B-32-quickgelu",), batch=8, inner_steps=10, classes=1000,
-                      image_size=224),
+    "vit-l14": Preset(
+        "ViT-L-14-quickgelu", ("ViT-B-32-quickgelu",), batch=8, inner_steps=10, classes=1000, image_size=224
+    ),
 }
 
 
@@ -108,18 +117,31 @@ class BenchConfig:
         image_size = self.image_size
         if image_size is None:  # the preset's, unless other architectures were named
             image_size = base.image_size if (teacher, students) == (base.teacher, base.students) else max(sizes)
-        p = Preset(teacher, students, self.batch if self.batch is not None else base.batch,
-                   self.inner_steps if self.inner_steps is not None else base.inner_steps,
-                   self.classes if self.classes is not None else base.classes, image_size)
-        for name, value, low in (("epochs", self.epochs, 1), ("batch", p.batch, 1), ("inner steps", p.inner_steps, 0),
-                                 ("classes", p.classes, 2),
-                                 ("image size", p.image_size, 8), ("steps", self.steps, 1), ("warmup", self.warmup, 0)):
+        p = Preset(
+            teacher,
+            students,
+            self.batch if self.batch is not None else base.batch,
+            self.inner_steps if self.inner_steps is not None else base.inner_steps,
+            self.classes if self.classes is not None else base.classes,
+            image_size,
+        )
+        for name, value, low in (
+            ("epochs", self.epochs, 1),
+            ("batch", p.batch, 1),
+            ("inner steps", p.inner_steps, 0),
+            ("classes", p.classes, 2),
+            ("image size", p.image_size, 8),
+            ("steps", self.steps, 1),
+            ("warmup", self.warmup, 0),
+        ):
             if value < low:
                 raise ConfigError(f"bench {name} must be >= {low}, got {value}")
         bad = [p for p in self.precisions() if p not in PRECISIONS]
         if bad or not self.precisions():
-            raise ConfigError(f"bench precision must be {', '.join(PRECISIONS)} (or a comma list of them), both or "
-                              f"all; got {self.precision!r}")
+            raise ConfigError(
+                f"bench precision must be {', '.join(PRECISIONS)} (or a comma list of them), both or "
+                f"all; got {self.precision!r}"
+            )
         bad = [s for s in self.switches if s not in SWITCHES]
         if bad:
             raise ConfigError(f"unknown fast-path switch {bad[0]!r}; use any of {', '.join(SWITCHES)}")
@@ -149,9 +171,11 @@ def bf16_skip_reason(cfg: BenchConfig, device: torch.device, vision_parameters: 
     """Why bf16 is not run here for models of ``vision_parameters`` in all (None: it runs)."""
     if cfg.force_bf16 or bf16_native(device) or vision_parameters < SMALL_MODELS:
         return None
-    return (f"this {device.type} has no native bf16 (no AVX512-BF16 or AMX; PyTorch emulates bf16 there) and the "
-            f"models are large ({vision_parameters / 1e6:.0f}M vision parameters): emulated bf16 would take orders "
-            "of magnitude longer than float32; pass --force-bf16 to run it anyway")
+    return (
+        f"this {device.type} has no native bf16 (no AVX512-BF16 or AMX; PyTorch emulates bf16 there) and the "
+        f"models are large ({vision_parameters / 1e6:.0f}M vision parameters): emulated bf16 would take orders "
+        "of magnitude longer than float32; pass --force-bf16 to run it anyway"
+    )
 
 
 def frozen_teacher_forward(cfg: BenchConfig, preset: Preset, device: torch.device) -> dict[str, Any]:
@@ -182,9 +206,13 @@ def whole_run(row: dict[str, Any], epochs: int) -> dict[str, Any]:
         return {"epochs": epochs, "run_images_per_s": None, "run_speedup_vs_reference": None}
     rate = epochs / (1 / cold + (epochs - 1) / warm)
     ref = row["reference_images_per_s"]
-    return {"epochs": epochs, "cold_images_per_s": cold, "run_images_per_s": rate,
-            "cold_speedup_vs_reference": cold / ref if ref else None,
-            "run_speedup_vs_reference": rate / ref if ref else None}
+    return {
+        "epochs": epochs,
+        "cold_images_per_s": cold,
+        "run_images_per_s": rate,
+        "cold_speedup_vs_reference": cold / ref if ref else None,
+        "run_speedup_vs_reference": rate / ref if ref else None,
+    }
 
 
 class _Runner:
@@ -213,8 +241,9 @@ class _Runner:
 
     def _cold_task(self, models: BenchModels, precision: str, fast: FastPathConfig) -> Timed:
         """The optimized step with its own clean-logit cache, emptied before every step: a first epoch."""
-        task = build_task(models, self.attack, self.loss, precision, fast, self.data, self.cache_root / "cold",
-                          self.cfg.seed)
+        task = build_task(
+            models, self.attack, self.loss, precision, fast, self.data, self.cache_root / "cold", self.cfg.seed
+        )
         timed = Timed(task, self.data, self.device, precision, "cold", self.cfg.steps + self.cfg.warmup + 1)
         assert task.clean_cache is not None
         timed.before_step = task.clean_cache.forget
@@ -270,18 +299,38 @@ class _Runner:
         for precision, steps in variants.items():
             (_, best), *offs = steps
             optimized = self._task_json(best, results[id(best)])
-            row = {"teacher": preset.teacher, "student": student, "precision": precision, "batch": preset.batch,
-                   "inner_steps": preset.inner_steps, "classes": preset.classes, "image_size": preset.image_size}
-            row.update({k: optimized[k] for k in ("images_per_s", "split_s", "flops_per_image", "achieved_gflops",
-                                                  "matmul_fraction", "peak_memory_mb", "memory_growth_mb")})
+            row = {
+                "teacher": preset.teacher,
+                "student": student,
+                "precision": precision,
+                "batch": preset.batch,
+                "inner_steps": preset.inner_steps,
+                "classes": preset.classes,
+                "image_size": preset.image_size,
+            }
+            row.update(
+                {
+                    k: optimized[k]
+                    for k in (
+                        "images_per_s",
+                        "split_s",
+                        "flops_per_image",
+                        "achieved_gflops",
+                        "matmul_fraction",
+                        "peak_memory_mb",
+                        "memory_growth_mb",
+                    )
+                }
+            )
             row["optimized"] = optimized
             row["reference"] = reference
             row["reference_images_per_s"] = reference["images_per_s"] if reference else None
             row["speedup_vs_reference"] = optimized["images_per_s"] / reference["images_per_s"] if reference else None
             row["reference_unavailable"] = ref_reason
             row["released"] = released_json  # the released code's step, when asked for (--released-code)
-            row["speedup_vs_released"] = (optimized["images_per_s"] / released_json["images_per_s"]
-                                          if released_json else None)
+            row["speedup_vs_released"] = (
+                optimized["images_per_s"] / released_json["images_per_s"] if released_json else None
+            )
             row["loss_check"] = check  # float32, whatever this row's precision
             row["loss_check_channels_last"] = layout_check
             row["switches"] = {}
@@ -304,6 +353,7 @@ class _Runner:
         can turn that into a few flipped pixel steps in x', which moves the loss by more than
         rounding; so with convolutional towers the channels-last result is reported beside it.
         """
+
         def check(f: FastPathConfig) -> dict[str, Any]:
             ref_step = build_reference(models, self.attack, self.loss, self.cfg.seed)
             task = build_task(models, self.attack, self.loss, "fp32", f, self.data, self.cache_root, self.cfg.seed)
@@ -330,8 +380,12 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     return {
         "machine": machine_info(device),
         "code": code_version(),
-        "settings": {**asdict(cfg), "resolved": asdict(preset), "device": str(device),
-                     "bf16_native": bf16_native(device)},
+        "settings": {
+            **asdict(cfg),
+            "resolved": asdict(preset),
+            "device": str(device),
+            "bf16_native": bf16_native(device),
+        },
         "matmul": matmul,
         "frozen_forward": frozen,
         "configurations": configs,

@@ -22,13 +22,13 @@ from torch import nn
 
 from mmt_ard.bench.measure import MemoryTrace, count_flops
 from mmt_ard.bench.reference import LossCheck, ReferenceStep, compare_losses
+from mmt_ard.data.batches import batch_indices, step_generator
 from mmt_ard.devices import to_device
-from mmt_ard.distributed import skip_to_rank
 from mmt_ard.distill.fast import FastPathConfig, is_convolutional
 from mmt_ard.distill.logit_cache import CleanLogitCache
 from mmt_ard.distill.task import DistillationTask, InnerAttackConfig, LossConfig
+from mmt_ard.distributed import skip_to_rank
 from mmt_ard.models import ModelSpec, ZeroShotClassifier, load_clip
-from mmt_ard.data.batches import batch_indices, step_generator
 from mmt_ard.training.optim import OptimConfig, build_optimizer
 from mmt_ard.training.timing import Sections
 
@@ -66,13 +66,16 @@ class BenchModels:
 
     @classmethod
     def build(cls, teacher: str, student: str, num_classes: int, device: torch.device, seed: int = 0) -> BenchModels:
-        return cls(random_classifier(student, num_classes, seed + 2, device),
-                   random_classifier(teacher, num_classes, seed, device),
-                   random_classifier(teacher, num_classes, seed + 1, device))
+        return cls(
+            random_classifier(student, num_classes, seed + 2, device),
+            random_classifier(teacher, num_classes, seed, device),
+            random_classifier(teacher, num_classes, seed + 1, device),
+        )
 
     def vision_parameters(self) -> int:
-        return sum(p.numel() for m in (self.student, self.teacher_clean, self.teacher_adv)
-                   for p in m.clip.visual.parameters())
+        return sum(
+            p.numel() for m in (self.student, self.teacher_clean, self.teacher_adv) for p in m.clip.visual.parameters()
+        )
 
     def convolutional(self) -> bool:
         """Whether any tower is convolutional (where channels-last matters)."""
@@ -165,14 +168,23 @@ class Measurement:
         split = {k: self.sections_s.get(k) for k in SECTIONS}
         split["other"] = self.mean_step_s - sum(v for v in split.values() if v is not None)
         return {
-            "name": self.name, "precision": self.precision, "batch": self.batch, "timed_steps": len(self.step_s),
-            "images_per_s": self.images_per_s, "step_s": self.mean_step_s, "step_s_each": self.step_s,
-            "split_s": split, "flops_per_step": self.flops_per_step,
+            "name": self.name,
+            "precision": self.precision,
+            "batch": self.batch,
+            "timed_steps": len(self.step_s),
+            "images_per_s": self.images_per_s,
+            "step_s": self.mean_step_s,
+            "step_s_each": self.step_s,
+            "split_s": split,
+            "flops_per_step": self.flops_per_step,
             "flops_per_image": self.flops_per_step / self.batch,
-            "achieved_gflops": achieved, "matmul_gflops": matmul_gflops,
+            "achieved_gflops": achieved,
+            "matmul_gflops": matmul_gflops,
             "matmul_fraction": achieved / matmul_gflops if matmul_gflops else None,
-            "peak_memory_mb": self.memory["peak_mb"], "memory_growth_mb": self.memory["growth_mb"],
-            "memory": self.memory, "loss": self.loss,
+            "peak_memory_mb": self.memory["peak_mb"],
+            "memory_growth_mb": self.memory["growth_mb"],
+            "memory": self.memory,
+            "loss": self.loss,
         }
 
 
@@ -183,15 +195,24 @@ class Timed:
     machine whose speed drifts (shared cores, frequency changes) slows every variant alike.
     """
 
-    def __init__(self, stepper: Stepper, data: RandomImages, device: torch.device, precision: str, name: str,
-                 total_steps: int, grad_clip: float = 1.0) -> None:
+    def __init__(
+        self,
+        stepper: Stepper,
+        data: RandomImages,
+        device: torch.device,
+        precision: str,
+        name: str,
+        total_steps: int,
+        grad_clip: float = 1.0,
+    ) -> None:
         self.stepper, self.data, self.device, self.precision, self.name = stepper, data, device, precision, name
         self.before_step: Any = None  # called before each step, outside its timing (e.g. empty a cache)
         named = stepper.named_trainable_parameters()
         self.params = [p for _, p in named]
         self.grad_clip = grad_clip
-        self.opt, self.sched = build_optimizer(named, OptimConfig(steps=total_steps, batch_size=data.batch_size,
-                                                                  lr=1e-5, warmup=0.0, grad_clip=grad_clip))
+        self.opt, self.sched = build_optimizer(
+            named, OptimConfig(steps=total_steps, batch_size=data.batch_size, lr=1e-5, warmup=0.0, grad_clip=grad_clip)
+        )
         self.timer = Sections(device)
         stepper.timer = self.timer
         self.memory = MemoryTrace(device)
@@ -230,8 +251,16 @@ class Timed:
 
     def result(self) -> Measurement:
         sections = {k: v / max(len(self.times), 1) for k, v in self.timer.totals.items()}
-        return Measurement(self.name, self.precision, self.data.batch_size, self.times, sections, self.flops,
-                           self.memory.to_json(), float(self.loss))
+        return Measurement(
+            self.name,
+            self.precision,
+            self.data.batch_size,
+            self.times,
+            sections,
+            self.flops,
+            self.memory.to_json(),
+            float(self.loss),
+        )
 
 
 def measure_interleaved(timeds: list[Timed], warmup: int, steps: int) -> list[Measurement]:
@@ -248,7 +277,13 @@ def measure_interleaved(timeds: list[Timed], warmup: int, steps: int) -> list[Me
 
 
 def measure(
-    stepper: Stepper, data: RandomImages, device: torch.device, precision: str, warmup: int, steps: int, name: str,
+    stepper: Stepper,
+    data: RandomImages,
+    device: torch.device,
+    precision: str,
+    warmup: int,
+    steps: int,
+    name: str,
     grad_clip: float = 1.0,
 ) -> Measurement:
     """One FLOP-counted step, ``warmup`` untimed steps, then ``steps`` timed steps of ``stepper``."""
@@ -270,8 +305,14 @@ def prime_cache(task: DistillationTask, data: RandomImages, precision: str) -> N
 
 
 def build_task(
-    models: BenchModels, attack: InnerAttackConfig, loss: LossConfig, precision: str, fast: FastPathConfig,
-    data: RandomImages, cache_root: Path, seed: int = 0,
+    models: BenchModels,
+    attack: InnerAttackConfig,
+    loss: LossConfig,
+    precision: str,
+    fast: FastPathConfig,
+    data: RandomImages,
+    cache_root: Path,
+    seed: int = 0,
 ) -> DistillationTask:
     """The optimized task on fresh copies of the models; with a warm clean-logit cache if ``fast`` says so."""
     student_precision, teacher_precision = PRECISIONS[precision]
@@ -280,16 +321,23 @@ def build_task(
     if fast.cache_clean_logits:
         fast = replace(fast, cache_dir=str(cache_root))
         cache = CleanLogitCache.open(cache_root, t_clean, data.fingerprint, len(data), teacher_precision)
-    task = DistillationTask(student, t_clean, t_adv, copy.deepcopy(attack), copy.deepcopy(loss), seed=seed,
-                            precision=student_precision, teacher_precision=teacher_precision, fast=fast,
-                            clean_cache=cache)
+    task = DistillationTask(
+        student,
+        t_clean,
+        t_adv,
+        copy.deepcopy(attack),
+        copy.deepcopy(loss),
+        seed=seed,
+        precision=student_precision,
+        teacher_precision=teacher_precision,
+        fast=fast,
+        clean_cache=cache,
+    )
     prime_cache(task, data, precision)
     return task
 
 
-def build_reference(
-    models: BenchModels, attack: InnerAttackConfig, loss: LossConfig, seed: int = 0
-) -> ReferenceStep:
+def build_reference(models: BenchModels, attack: InnerAttackConfig, loss: LossConfig, seed: int = 0) -> ReferenceStep:
     """The reference step on fresh copies of the models (the plain memory format, uncompiled)."""
     student, t_clean, t_adv = models.copies()
     return ReferenceStep(student, t_clean, t_adv, copy.deepcopy(attack), copy.deepcopy(loss), seed=seed)

@@ -81,6 +81,9 @@ def print_summary(data: Any) -> int:
     reason = data.get("reason") if isinstance(data, dict) else None
     if reason is None or "stopped_at" not in data:
         return 0
-    print(f"mmt-ard: stopped at step {data['stopped_at']} ({reason}) with a checkpoint saved; "
-          "continue with the same command and --resume", file=sys.stderr)
+    print(
+        f"mmt-ard: stopped at step {data['stopped_at']} ({reason}) with a checkpoint saved; "
+        "continue with the same command and --resume",
+        file=sys.stderr,
+    )
     return 128 + int(signal.Signals[reason]) if reason.startswith("SIG") else 0

@@ -64,17 +64,21 @@ def _fingerprint(specs: dict[str, ModelSpec], eval_cfg: EvalConfig) -> dict[str,
 
 
 def evaluate_all(
-    out: Path, eval_cfg: EvalConfig, device: str, reuse: bool, specs: dict[str, ModelSpec] | None = None,
-    name: str = "results.json", key_name: str = "evaluation.json",
+    out: Path,
+    eval_cfg: EvalConfig,
+    device: str,
+    reuse: bool,
+    specs: dict[str, ModelSpec] | None = None,
+    name: str = "results.json",
+    key_name: str = "evaluation.json",
 ) -> dict[str, Any]:
     """Evaluate ``specs`` (every demo model) into ``out/name``, or reuse it if nothing it depends on changed."""
     specs = models_to_evaluate(out) if specs is None else specs
     key = _fingerprint(specs, eval_cfg)
     cache, target = out / key_name, out / name
-    if reuse and cache.is_file() and target.is_file():
-        if json.loads(cache.read_text()) == json.loads(json.dumps(key)):
-            log.info("evaluate: reusing %s", target)
-            return json.loads(target.read_text())
+    if reuse and cache.is_file() and target.is_file() and json.loads(cache.read_text()) == json.loads(json.dumps(key)):
+        log.info("evaluate: reusing %s", target)
+        return json.loads(target.read_text())
     log.info("evaluating %d models (%s) into %s", len(specs), eval_cfg.attack, target.name)
     dev = resolve_device(device)
     models = {n: load_clip(spec, dev) for n, spec in specs.items()}

@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mmt_ard.config import to_dict
 from mmt_ard.distributed import barrier
 from mmt_ard.errors import UserError
-from mmt_ard.config import to_dict
-from mmt_ard.evaluation.clip_benchmark_json import write_benchmark_json
 from mmt_ard.evaluation import EvalConfig, check_datasets, evaluate_models, markdown_table
+from mmt_ard.evaluation.clip_benchmark_json import write_benchmark_json
 from mmt_ard.evaluation.sanity import sanity_markdown
 from mmt_ard.io import atomic_write_json, atomic_write_text
 from mmt_ard.models import ModelSpec, TextHeadCache, default_cache_dir, load_clip
@@ -68,6 +68,8 @@ def _fingerprint(cfg: EvaluateConfig) -> str:
             path = resolve_weights(p) if p else None
             stat = path.stat() if path is not None and path.exists() else None
             files.append([p, stat.st_size if stat else 0, stat.st_mtime_ns if stat else 0])
-    key = json.dumps({"eval": to_dict(cfg.eval), "models": {k: to_dict(v) for k, v in cfg.models.items()}, "files": files},
-                     sort_keys=True)
+    key = json.dumps(
+        {"eval": to_dict(cfg.eval), "models": {k: to_dict(v) for k, v in cfg.models.items()}, "files": files},
+        sort_keys=True,
+    )
     return hashlib.sha256(key.encode()).hexdigest()[:12]

@@ -16,10 +16,18 @@ from mmt_ard.reporting import default_output, write_report
 
 def add_report_args(p: argparse.ArgumentParser) -> None:
     """The ``report`` subcommand's arguments: RUN_DIR..., ``--output``, ``--title``."""
-    p.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR",
-                   help="result folders (demo, evaluate or experiment output), shown in this order")
-    p.add_argument("--output", type=Path, help="folder for report.html, report.md and figure PNGs "
-                                               "(default: RUN_DIR/report of the first RUN_DIR)")
+    p.add_argument(
+        "run_dirs",
+        nargs="+",
+        type=Path,
+        metavar="RUN_DIR",
+        help="result folders (demo, evaluate or experiment output), shown in this order",
+    )
+    p.add_argument(
+        "--output",
+        type=Path,
+        help="folder for report.html, report.md and figure PNGs (default: RUN_DIR/report of the first RUN_DIR)",
+    )
     p.add_argument("--title", help="page title (default: the run's title, or 'MMT-ARD report' for several)")
 
 

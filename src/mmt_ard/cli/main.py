@@ -82,28 +82,40 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 
 EVAL_FLAGS = {  # flag -> EvalConfig fields (the same names work as eval.<field>=... overrides)
-    "attack": ("attack",), "eps": ("eps",), "steps": ("pgd.steps",), "restarts": ("pgd.restarts",),
-    "limit": ("limit",), "zero_shot_eps": ("zero_shot_eps",),
+    "attack": ("attack",),
+    "eps": ("eps",),
+    "steps": ("pgd.steps",),
+    "restarts": ("pgd.restarts",),
+    "limit": ("limit",),
+    "zero_shot_eps": ("zero_shot_eps",),
 }
 # flags for the sections of attacks run under their own names: only those the chain names are set
-ATTACK_FLAGS = {"apgd_iterations": (("apgd-ce", "apgd_ce.iterations"), ("apgd-t", "apgd_t.iterations")),
-                "target_classes": (("apgd-t", "apgd_t.targets"), ("fab-t", "fab_t.targets")),
-                "square_queries": (("square", "square.queries"),)}
+ATTACK_FLAGS = {
+    "apgd_iterations": (("apgd-ce", "apgd_ce.iterations"), ("apgd-t", "apgd_t.iterations")),
+    "target_classes": (("apgd-t", "apgd_t.targets"), ("fab-t", "fab_t.targets")),
+    "square_queries": (("square", "square.queries"),),
+}
 
 
 def _eval_values(args: argparse.Namespace, chain: list[str] | None = None) -> dict[str, Any]:
     """Flag values as ``eval.*`` overrides; with ``chain``, the attack flags too, for its attacks only."""
-    values = {f"eval.{key}": getattr(args, flag) for flag, keys in EVAL_FLAGS.items() for key in keys
-              if getattr(args, flag) is not None}
+    values = {
+        f"eval.{key}": getattr(args, flag)
+        for flag, keys in EVAL_FLAGS.items()
+        for key in keys
+        if getattr(args, flag) is not None
+    }
     for flag, targets in ATTACK_FLAGS.items() if chain is not None else ():
         if getattr(args, flag) is None:
             continue
         keys = [key for attack, key in targets if attack in chain]
         if not keys:
-            raise UserError(f"--{flag.replace('_', '-')} sets {' and '.join(a for a, _ in targets)} run under their "
-                            f"own names, and eval.attack={'+'.join(chain)!r} names none (autoattack and "
-                            f"autoattack-standard have fixed settings); name them, e.g. --attack "
-                            f"pgd+{'+'.join(a for a, _ in targets)}")
+            raise UserError(
+                f"--{flag.replace('_', '-')} sets {' and '.join(a for a, _ in targets)} run under their "
+                f"own names, and eval.attack={'+'.join(chain)!r} names none (autoattack and "
+                f"autoattack-standard have fixed settings); name them, e.g. --attack "
+                f"pgd+{'+'.join(a for a, _ in targets)}"
+            )
         values.update({f"eval.{key}": getattr(args, flag) for key in keys})
     return values
 
@@ -174,28 +186,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="YAML preset")
     p.add_argument("--output", help="folder for results.json and results.md")
     p.add_argument("--device", help="auto (default), cpu, cuda")
-    p.add_argument("--attack", help="pgd | apgd-ce | apgd-t | fab-t | square | autoattack | autoattack-standard, or "
-                   "several joined by '+' (per-sample worst case); the autoattack protocols have fixed settings")
+    p.add_argument(
+        "--attack",
+        help="pgd | apgd-ce | apgd-t | fab-t | square | autoattack | autoattack-standard, or "
+        "several joined by '+' (per-sample worst case); the autoattack protocols have fixed settings",
+    )
     p.add_argument("--eps", help="comma list of budgets, e.g. 1/255,2/255,4/255")
     p.add_argument("--steps", help="PGD steps (eval.pgd.steps, default 10)")
     p.add_argument("--restarts", help="PGD random restarts (eval.pgd.restarts, default 1)")
-    p.add_argument("--apgd-iterations", dest="apgd_iterations",
-                   help="iterations of apgd-ce and apgd-t run under their own names (default 100)")
-    p.add_argument("--target-classes", dest="target_classes",
-                   help="target classes of apgd-t and fab-t run under their own names (default 9, capped at C-1)")
-    p.add_argument("--square-queries", dest="square_queries", help="queries of square (eval.square.queries, default 5000)")
+    p.add_argument(
+        "--apgd-iterations",
+        dest="apgd_iterations",
+        help="iterations of apgd-ce and apgd-t run under their own names (default 100)",
+    )
+    p.add_argument(
+        "--target-classes",
+        dest="target_classes",
+        help="target classes of apgd-t and fab-t run under their own names (default 9, capped at C-1)",
+    )
+    p.add_argument(
+        "--square-queries", dest="square_queries", help="queries of square (eval.square.queries, default 5000)"
+    )
     p.add_argument("--limit", help="number of evaluation samples (a seeded random subset)")
     p.add_argument("--zero-shot-eps", dest="zero_shot_eps", help="comma list: robust zero-shot at these eps")
     p.add_argument("overrides", nargs="*", metavar="key.path=value", help="e.g. eval.limit=500 eval.eps=[1/255]")
     p.set_defaults(fn=_evaluate)
 
     p = sub.add_parser("export", help="write a model as open_clip, vision-state-dict or transformers (hf) files")
-    p.add_argument("source", metavar="RUN_OR_MODEL", help="a run folder, an export folder or ARCH@WEIGHTS[,vision=PATH]")
+    p.add_argument(
+        "source", metavar="RUN_OR_MODEL", help="a run folder, an export folder or ARCH@WEIGHTS[,vision=PATH]"
+    )
     p.add_argument("--format", required=True, help="open_clip | vision-state-dict | hf (see `mmt-ard list`)")
     p.add_argument("--output", required=True, help="output folder (must be empty or new)")
     p.add_argument("--device", help="cpu (default) or cuda")
-    p.add_argument("--results", help="RESULTS.json[:NAME] from `mmt-ard evaluate`: the numbers of the model card "
-                   "(README.md); default: the run's last validation")
+    p.add_argument(
+        "--results",
+        help="RESULTS.json[:NAME] from `mmt-ard evaluate`: the numbers of the model card "
+        "(README.md); default: the run's last validation",
+    )
     p.set_defaults(fn=_export)
 
     p = sub.add_parser("demo", help="the whole paper pipeline on the built-in world, offline, on a CPU")

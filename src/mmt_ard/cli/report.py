@@ -58,21 +58,38 @@ def protocol_gap_lines(gap: dict[str, Any]) -> list[str]:
     rows = []
     for name, res in gap.items():
         reduced = res["racc_by_attack"]["apgd-t"]
-        rows += [f"| {name} | {eps} | {reduced[eps]:.2f} | {worst:.2f} | {reduced[eps] - worst:.2f} |"
-                 for eps, worst in res["racc"].items()]
+        rows += [
+            f"| {name} | {eps} | {reduced[eps]:.2f} | {worst:.2f} | {reduced[eps] - worst:.2f} |"
+            for eps, worst in res["racc"].items()
+        ]
     first = next(iter(gap.values()))
     n = first.get("n", "")
-    return ["## Reduced chain vs the autoattack protocol", "",
+    return [
+        "## Reduced chain vs the autoattack protocol",
+        "",
+        (
             f"Measured once, on the MMT-ARD students and a seeded subset of the test images{f' ({n} images)' if n else ''}: "
             f"{first['protocol']['name']}, where `autoattack` = {summary(['autoattack'], {})} runs on what the reduced "
             "chain left. The gap is how much the reduced chain overstates robustness against the protocol the paper, "
-            "FARE and the authors report.", "",
-            "| Model | eps | racc reduced chain | racc + autoattack | gap |", "|---|---|---|---|---|", *rows, ""]
+            "FARE and the authors report."
+        ),
+        "",
+        "| Model | eps | racc reduced chain | racc + autoattack | gap |",
+        "|---|---|---|---|---|",
+        *rows,
+        "",
+    ]
 
 
 def write_report(
-    out: Path, results: dict[str, Any], plan: Any, eval_cfg: EvalConfig, seconds: dict[str, float], quick: bool,
-    html: Path | None = None, gap: dict[str, Any] | None = None,
+    out: Path,
+    results: dict[str, Any],
+    plan: Any,
+    eval_cfg: EvalConfig,
+    seconds: dict[str, float],
+    quick: bool,
+    html: Path | None = None,
+    gap: dict[str, Any] | None = None,
 ) -> Path:
     """``report.md``: students in the paper's Table-1 layout, then teachers, the protocol gap, timings."""
     env = environment()
@@ -82,14 +99,19 @@ def write_report(
         f"# MMT-ARD demo{' (quick)' if quick else ''}",
         "",
         f"Built-in shapes world, {eval_cfg.limit} test images; zero-shot sets: "
-        + ", ".join(s.split(":")[1] for s in eval_cfg.zero_shot) + ".",
-        f"racc is the per-sample worst case of the demo's **reduced chain** `{eval_cfg.attack}`: "
-        f"{summary(attack_names(eval_cfg.attack), eval_cfg.sections())} (L-inf, float32, eval mode). "
-        "It is sized for a CPU and is *not* AutoAttack; how far it is from the `autoattack` protocol is "
-        "measured below.",
-        "Columns per student architecture as in the paper's Table 1. `original` = the pretrained student before "
-        "distillation, `baseline` = single adversarial teacher (`adv-only`), `mmt-ard` = both teachers with "
-        "confidence weighting.",
+        + ", ".join(s.split(":")[1] for s in eval_cfg.zero_shot)
+        + ".",
+        (
+            f"racc is the per-sample worst case of the demo's **reduced chain** `{eval_cfg.attack}`: "
+            f"{summary(attack_names(eval_cfg.attack), eval_cfg.sections())} (L-inf, float32, eval mode). "
+            "It is sized for a CPU and is *not* AutoAttack; how far it is from the `autoattack` protocol is "
+            "measured below."
+        ),
+        (
+            "Columns per student architecture as in the paper's Table 1. `original` = the pretrained student before "
+            "distillation, `baseline` = single adversarial teacher (`adv-only`), `mmt-ard` = both teachers with "
+            "confidence weighting."
+        ),
         "",
         "## Students",
         "",
@@ -110,8 +132,10 @@ def write_report(
         "|---|---|",
         *[f"| {k} | {v} |" for k, v in seconds.items()],
         "",
-        f"Machine: {env['cpu']} ({env['cpu_capability']}, {env['cpu_threads']} threads), "
-        f"GPUs: {', '.join(env.get('gpus', [])) or 'none'}; Python {env['python']}; code {code_version()}.",
+        (
+            f"Machine: {env['cpu']} ({env['cpu_capability']}, {env['cpu_threads']} threads), "
+            f"GPUs: {', '.join(env.get('gpus', [])) or 'none'}; Python {env['python']}; code {code_version()}."
+        ),
         "",
         "Packages: " + ", ".join(f"{k} {v}" for k, v in env["packages"].items()) + ".",
         "",

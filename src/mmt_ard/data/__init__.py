@@ -6,6 +6,7 @@ pretraining; ``folder:PATH`` reads an ImageFolder-style tree, ``wds:PATTERN`` We
 shards and ``clip_benchmark:NAME:root=DIR`` the zero-shot suite. Images are floats in [0, 1].
 """
 
+from mmt_ard.data import benchmark, shards  # noqa: F401  (register the clip_benchmark and wds kinds)
 from mmt_ard.data.datasets import (
     DATASETS,
     CaptionedImages,
@@ -17,7 +18,6 @@ from mmt_ard.data.datasets import (
     list_builtin_tasks,
     loader,
 )
-from mmt_ard.data import benchmark, shards  # noqa: F401  (register the clip_benchmark and wds kinds)
 from mmt_ard.data.world import (
     COLORS,
     IMAGE_SIZE,

@@ -88,8 +88,13 @@ def _build_benchmark(spec: DatasetSpec, captions: bool) -> BenchmarkImages:
         )
     build = _clip_benchmark_builder()
     try:
-        source = build(spec.name, root=str(root), transform=None, split=spec.options.get("split", "test"),
-                       download=download == "true")
+        source = build(
+            spec.name,
+            root=str(root),
+            transform=None,
+            split=spec.options.get("split", "test"),
+            download=download == "true",
+        )
     except (ValueError, AssertionError, OSError, RuntimeError) as err:
         raise UserError(f"clip_benchmark cannot build {str(spec)!r}: {err}") from err
     if getattr(source, "classes", None) is None or not hasattr(source, "__len__"):

@@ -26,9 +26,9 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
+from mmt_ard.config import expand_env
 from mmt_ard.data import world
 from mmt_ard.data.pipeline import Preprocess
-from mmt_ard.config import expand_env
 from mmt_ard.data.readable import UnreadableImage, read_bytes, read_or_substitute, report_non_images, strict_option
 from mmt_ard.errors import UserError
 from mmt_ard.registry import Registry
@@ -168,9 +168,7 @@ class LabeledImages(Dataset[tuple[torch.Tensor, int]]):
 class CaptionedImages(Dataset[tuple[torch.Tensor, str]]):
     """Image-caption pairs: ``ds[i]`` is ``(image (3, H, W) float in [0, 1], caption)``."""
 
-    def __init__(
-        self, name: str, spec: str, images_uint8: torch.Tensor, captions: list[str]
-    ) -> None:
+    def __init__(self, name: str, spec: str, images_uint8: torch.Tensor, captions: list[str]) -> None:
         if len(images_uint8) != len(captions):
             raise ValueError(f"{len(images_uint8)} images but {len(captions)} captions")
         self.name = name
@@ -213,7 +211,11 @@ def list_builtin_tasks() -> dict[str, str]:
 
 
 def loader(
-    dataset: Dataset, batch_size: int, shuffle: bool = False, seed: int = 0, drop_last: bool = False,
+    dataset: Dataset,
+    batch_size: int,
+    shuffle: bool = False,
+    seed: int = 0,
+    drop_last: bool = False,
     workers: int = 0,
 ) -> DataLoader:
     """A DataLoader (``workers`` decoding processes) whose shuffling order depends only on ``seed``."""
@@ -243,9 +245,7 @@ def _check_task_kind(info: world.TaskInfo, captions: bool) -> None:
     else:
         choices = [name for name, task in world.TASKS.items() if not task.captioned]
         problem = "is a caption corpus without class labels; labelled tasks"
-    raise UserError(
-        f"builtin:{info.name} {problem}: " + ", ".join(f"builtin:{name}" for name in choices)
-    )
+    raise UserError(f"builtin:{info.name} {problem}: " + ", ".join(f"builtin:{name}" for name in choices))
 
 
 @DATASETS.register("builtin")
@@ -260,9 +260,7 @@ def _build_builtin(spec: DatasetSpec, captions: bool) -> LabeledImages | Caption
     if captions:
         assert data.captions is not None
         return CaptionedImages(info.name, str(spec), data.images, list(data.captions))
-    return LabeledImages(
-        info.name, list(info.classnames), list(info.templates), str(spec), data.labels, data.images
-    )
+    return LabeledImages(info.name, list(info.classnames), list(info.templates), str(spec), data.labels, data.images)
 
 
 # The folder kind lives in its own section below: listing, checking and decoding files on disk.
@@ -358,8 +356,7 @@ def _build_folder(spec: DatasetSpec, captions: bool) -> LabeledImages | Captione
     """An ImageFolder-style tree: one subfolder per class (``split`` picks ROOT/SPLIT)."""
     if captions:
         raise UserError(
-            f"folder data sets have class labels, not captions: {str(spec)!r}; captions come "
-            "from builtin:captions"
+            f"folder data sets have class labels, not captions: {str(spec)!r}; captions come from builtin:captions"
         )
     _check_options(spec, ("split", "classnames", "templates", "size", "strict"))
     strict = strict_option(spec.options, str(spec))

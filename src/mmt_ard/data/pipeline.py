@@ -118,7 +118,12 @@ class StepBatches:
     """
 
     def __init__(
-        self, dataset: Dataset, global_batch: int, seed: int, device: torch.device, cfg: LoaderConfig | None = None,
+        self,
+        dataset: Dataset,
+        global_batch: int,
+        seed: int,
+        device: torch.device,
+        cfg: LoaderConfig | None = None,
         with_index: bool = False,
     ) -> None:
         self.dataset, self.global_batch, self.seed, self.device = dataset, global_batch, seed, device
@@ -141,12 +146,10 @@ class StepBatches:
                 self._sampler.start = step
                 # with indices: those of the samples really read (a bad file's substitute has its own)
                 source = SourceIndexed(self.dataset) if self.with_index else self.dataset
-                self._loader = self._loader or data_loader(
-                    source, self._sampler, self.cfg, self.device)  # type: ignore[arg-type]
+                self._loader = self._loader or data_loader(source, self._sampler, self.cfg, self.device)  # type: ignore[arg-type]
                 self._it = iter(self._loader)
             x, y, *rest = next(self._it)
             idx = rest[0] if rest else None
             self._next = step + 1
         batch = (to_device(x, self.device), to_device(y, self.device))
         return (*batch, idx) if self.with_index else batch
-

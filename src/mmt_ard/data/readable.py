@@ -58,8 +58,9 @@ def with_retries(read: Callable[[], bytes], what: str, delays: tuple[float, ...]
         except OSError as err:
             if err.errno in PERMANENT or attempt == len(delays):
                 raise
-            log.warning("reading %s failed (%s); retry %d of %d in %.2f s", what, err, attempt + 1, len(delays),
-                        delays[attempt])
+            log.warning(
+                "reading %s failed (%s); retry %d of %d in %.2f s", what, err, attempt + 1, len(delays), delays[attempt]
+            )
             time.sleep(delays[attempt])
     raise AssertionError("unreachable")
 

@@ -24,7 +24,12 @@ import webdataset
 from PIL import Image
 
 from mmt_ard.data.datasets import (
-    DATASETS, DatasetSpec, LabeledImages, _check_options, _int_option, _read_lines,
+    DATASETS,
+    DatasetSpec,
+    LabeledImages,
+    _check_options,
+    _int_option,
+    _read_lines,
 )
 from mmt_ard.data.pipeline import Preprocess
 from mmt_ard.data.readable import UnreadableImage, strict_option, with_retries
@@ -68,8 +73,14 @@ class ShardImages(LabeledImages):
     """Labelled images stored in WebDataset tar shards, decoded with ``preprocess``."""
 
     def __init__(
-        self, name: str, classnames: list[str], templates: list[str], spec: str,
-        shards: list[Path], samples: list[tuple[int, int, int, int]], size: int,
+        self,
+        name: str,
+        classnames: list[str],
+        templates: list[str],
+        spec: str,
+        shards: list[Path],
+        samples: list[tuple[int, int, int, int]],
+        size: int,
     ) -> None:
         super().__init__(name, classnames, templates, spec, torch.tensor([s[3] for s in samples], dtype=torch.long))
         self.shards = shards
@@ -135,8 +146,9 @@ def _build_shards(spec: DatasetSpec, captions: bool) -> ShardImages:
     if "classnames" not in spec.options:
         raise UserError(f"{str(spec)!r} needs classnames=FILE (one name per class index) or classnames=imagenet")
     classnames = _read_lines(spec.options["classnames"], "classnames")
-    templates = _read_lines(spec.options["templates"], "templates") if "templates" in spec.options else [
-        "a photo of a {}."]
+    templates = (
+        _read_lines(spec.options["templates"], "templates") if "templates" in spec.options else ["a photo of a {}."]
+    )
     shards = expand_shards(spec.name)
     samples = [(i, *s) for i, path in enumerate(shards) for s in index_shard(path)]
     bad = [s[3] for s in samples if not 0 <= s[3] < len(classnames)]

@@ -124,18 +124,13 @@ class TaskInfo:
     @property
     def classnames(self) -> tuple[str, ...]:
         """Names: 'red circle' for a (colour, shape) class, 'circle' where any colour goes."""
-        return tuple(
-            SHAPES[s] if c == _ANY else f"{COLORS[c]} {SHAPES[s]}" for c, s in self.classes
-        )
+        return tuple(SHAPES[s] if c == _ANY else f"{COLORS[c]} {SHAPES[s]}" for c, s in self.classes)
 
 
 def _pairs(parity: int | None) -> tuple[tuple[int, int], ...]:
     """(colour, shape) index pairs, optionally only those with ``(c + s) % 2 == parity``."""
     return tuple(
-        (c, s)
-        for c in range(len(COLORS))
-        for s in range(len(SHAPES))
-        if parity is None or (c + s) % 2 == parity
+        (c, s) for c in range(len(COLORS)) for s in range(len(SHAPES)) if parity is None or (c + s) % 2 == parity
     )
 
 
@@ -210,9 +205,7 @@ def generate(task: str, split: str, n: int | None = None, seed: int = 0) -> Worl
     """
     info = task_info(task)
     if split not in info.splits:
-        raise UserError(
-            f"task {task!r} has no split {split!r}; choose one of: {', '.join(info.splits)}"
-        )
+        raise UserError(f"task {task!r} has no split {split!r}; choose one of: {', '.join(info.splits)}")
     n = info.splits[split] if n is None else n
     if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
         raise UserError(f"number of images n must be a positive integer, got {n!r}")
@@ -246,9 +239,7 @@ def _generate_cached(task: str, split: str, n: int, seed: int) -> WorldSplit:
     return WorldSplit(task, split, seed, images, labels_all, captions, MappingProxyType(attrs))
 
 
-def _chunk(
-    info: TaskInfo, base: int, index: int
-) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+def _chunk(info: TaskInfo, base: int, index: int) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
     """Images, labels and attributes of chunk ``index``.
 
     Every chunk has its own generator and is always made whole (the last one is cut by the
@@ -259,16 +250,12 @@ def _chunk(
     return _render(attrs, g), labels, attrs
 
 
-def _uniform(
-    g: torch.Generator, n: int, low: float | torch.Tensor, high: float | torch.Tensor
-) -> torch.Tensor:
+def _uniform(g: torch.Generator, n: int, low: float | torch.Tensor, high: float | torch.Tensor) -> torch.Tensor:
     """``n`` draws, uniform in [low, high) (bounds may be per-draw tensors)."""
     return low + (high - low) * torch.rand(n, generator=g)
 
 
-def _sample_attributes(
-    info: TaskInfo, count: int, g: torch.Generator
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def _sample_attributes(info: TaskInfo, count: int, g: torch.Generator) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Class-balanced labels and the discrete and continuous attributes of ``count`` images."""
     classes = torch.tensor(info.classes)  # (C, 2)
     labels = (torch.arange(count) % len(classes))[torch.randperm(count, generator=g)]

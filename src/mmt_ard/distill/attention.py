@@ -23,8 +23,10 @@ class SplitAttention(nn.Module):
     def __init__(self, mha: nn.MultiheadAttention) -> None:
         super().__init__()
         if not mha._qkv_same_embed_dim or mha.bias_k is not None or mha.add_zero_attn:
-            raise ConfigError("LoRA on attention supports plain self-attention projections only; "
-                              "set lora.target_modules explicitly for this architecture")
+            raise ConfigError(
+                "LoRA on attention supports plain self-attention projections only; "
+                "set lora.target_modules explicitly for this architecture"
+            )
         e = mha.embed_dim
         bias = mha.in_proj_bias is not None
         self.num_heads = mha.num_heads
@@ -61,7 +63,11 @@ class SplitAttention(nn.Module):
         q, k, v = self._heads(self.q_proj(query)), self._heads(self.k_proj(key)), self._heads(self.v_proj(value))
         mask = _additive_mask(attn_mask, key_padding_mask, b, self.num_heads, q.dtype)
         out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0,
+            q,
+            k,
+            v,
+            attn_mask=mask,
+            dropout_p=self.dropout if self.training else 0.0,
             is_causal=is_causal and mask is None,
         )
         out = self.out_proj(out.transpose(1, 2).reshape(b, n, e))
@@ -74,8 +80,15 @@ class SplitAttention(nn.Module):
             raise ValueError("merge the LoRA adapters before converting back to nn.MultiheadAttention")
         e = self.q_proj.in_features
         w = self.q_proj.weight
-        mha = nn.MultiheadAttention(e, self.num_heads, dropout=self.dropout, bias=self.q_proj.bias is not None,
-                                    batch_first=self.batch_first, device=w.device, dtype=w.dtype)
+        mha = nn.MultiheadAttention(
+            e,
+            self.num_heads,
+            dropout=self.dropout,
+            bias=self.q_proj.bias is not None,
+            batch_first=self.batch_first,
+            device=w.device,
+            dtype=w.dtype,
+        )
         with torch.no_grad():
             mha.in_proj_weight.copy_(torch.cat([p.weight for p in projs]))
             if mha.in_proj_bias is not None:

@@ -42,8 +42,9 @@ class FastPathConfig:
 
     def validate(self) -> None:
         if self.teacher_precision not in ("", "fp32", "bf16"):
-            raise ConfigError(f"fast.teacher_precision must be fp32, bf16 or empty (= loop.precision), "
-                              f"got {self.teacher_precision!r}")
+            raise ConfigError(
+                f"fast.teacher_precision must be fp32, bf16 or empty (= loop.precision), got {self.teacher_precision!r}"
+            )
 
 
 def views_are_independent(model: nn.Module) -> bool:

@@ -125,13 +125,25 @@ class CleanLogitCache:
         directory.mkdir(parents=True, exist_ok=True)
         meta = directory / "meta.json"
         if not meta.is_file() and distributed.rank() == 0:
-            atomic_write_text(meta, json.dumps({
-                "format": FORMAT, "teacher": teacher.clip.arch, "data": data_fingerprint, "n": n,
-                "classes": teacher.num_classes, "precision": precision,
-            }, indent=2) + "\n")
+            atomic_write_text(
+                meta,
+                json.dumps(
+                    {
+                        "format": FORMAT,
+                        "teacher": teacher.clip.arch,
+                        "data": data_fingerprint,
+                        "n": n,
+                        "classes": teacher.num_classes,
+                        "precision": precision,
+                    },
+                    indent=2,
+                )
+                + "\n",
+            )
         cache = cls(directory, n, teacher.num_classes)
-        log.info("clean-teacher logits cache %s: %d of %d images already computed",
-                 directory, int(cache.filled.sum()), n)
+        log.info(
+            "clean-teacher logits cache %s: %d of %d images already computed", directory, int(cache.filled.sum()), n
+        )
         return cache
 
     def lookup(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 
+from mmt_ard.config import expand_env
 from mmt_ard.data import LabeledImages, build_dataset
 from mmt_ard.data.fingerprint import data_fingerprint
 from mmt_ard.data.pipeline import StepBatches, use_model_preprocess
-from mmt_ard.config import expand_env
 from mmt_ard.distill.fast import FastPathConfig
 from mmt_ard.distill.logit_cache import CleanLogitCache
 from mmt_ard.distill.lora import LoraConfig, apply_lora, is_lora, merged_copy, save_adapters
@@ -65,7 +65,7 @@ def build_task(
         apply_lora(student.clip, cfg.lora)
     else:
         student.clip.visual.requires_grad_(True)
-    warmup = int(round(cfg.optim.warmup * cfg.optim.steps))
+    warmup = round(cfg.optim.warmup * cfg.optim.steps)
     use_model_preprocess(ds, student.clip)  # the student's resize and crop (teachers resize if needed)
     teacher_clean = classifier(cfg.teacher_clean)
     cache = None
@@ -74,10 +74,17 @@ def build_task(
         root = Path(expand_env(cfg.fast.cache_dir)) if cfg.fast.cache_dir else default_cache_dir() / "teacher-logits"
         cache = CleanLogitCache.open(root, teacher_clean, data_fingerprint(ds), len(ds), teacher_precision)
     return DistillationTask(
-        student, teacher_clean, classifier(cfg.teacher_adv), cfg.attack, cfg.loss,
-        seed=cfg.loop.seed, precision=cfg.loop.precision, teacher_precision=teacher_precision,
+        student,
+        teacher_clean,
+        classifier(cfg.teacher_adv),
+        cfg.attack,
+        cfg.loss,
+        seed=cfg.loop.seed,
+        precision=cfg.loop.precision,
+        teacher_precision=teacher_precision,
         lr_scale=lambda step: cosine_lr_factor(step, cfg.optim.steps, warmup, cfg.optim.min_lr_ratio),
-        fast=cfg.fast, clean_cache=cache,
+        fast=cfg.fast,
+        clean_cache=cache,
     ).to(device)
 
 
@@ -90,8 +97,9 @@ def run_distill(cfg: DistillConfig, resume: bool = False, overwrite: bool = Fals
     cfg.fast.validate()
     check_datasets(cfg.eval)
     device = resolve_loop(cfg.loop)
-    teacher_precision = effective_precision(cfg.fast.teacher_precision or cfg.loop.precision, device,
-                                            cfg.loop.force_bf16)
+    teacher_precision = effective_precision(
+        cfg.fast.teacher_precision or cfg.loop.precision, device, cfg.loop.force_bf16
+    )
     if cfg.fast.teacher_precision:  # asked for apart from loop.precision: the run folder says what ran
         cfg.fast.teacher_precision = teacher_precision
     torch.manual_seed(cfg.loop.seed)
@@ -109,13 +117,25 @@ def run_distill(cfg: DistillConfig, resume: bool = False, overwrite: bool = Fals
         if is_lora(clip):
             save_adapters(clip, run.path / "adapters")
 
-    batches = StepBatches(ds, cfg.optim.batch_size, cfg.loop.seed, device, cfg.loop.data,
-                          with_index=task.clean_cache is not None)
+    batches = StepBatches(
+        ds, cfg.optim.batch_size, cfg.loop.seed, device, cfg.loop.data, with_index=task.clean_cache is not None
+    )
     try:
         return train_and_export(
-            task, batches, cfg.optim, cfg.loop, run, resume, validate, export,
-            summary={"student": str(run.path / "student"), "arch": cfg.student.arch,
-                     "strategy": cfg.loss.strategy.name, "lora": cfg.lora.enabled},
+            task,
+            batches,
+            cfg.optim,
+            cfg.loop,
+            run,
+            resume,
+            validate,
+            export,
+            summary={
+                "student": str(run.path / "student"),
+                "arch": cfg.student.arch,
+                "strategy": cfg.loss.strategy.name,
+                "lora": cfg.lora.enabled,
+            },
             desc=f"distill {cfg.loss.strategy.name}",
         )
     finally:

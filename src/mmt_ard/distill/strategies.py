@@ -105,8 +105,15 @@ class WeightingStrategy(ABC):
         # the spread of the per-sample weights (does DIW move them?): 10th and 90th percentile of the batch
         w = w_adv.float().reshape(-1)
         q10, q90 = torch.quantile(w, 0.1), torch.quantile(w, 0.9)  # python levels: no host-to-device copy
-        return {"loss_kd": loss, "kl_clean": l_clean.mean(), "kl_adv": l_adv.mean(),
-                "w_adv": w_adv.mean(), "w_clean": w_clean.mean(), "w_adv_q10": q10, "w_adv_q90": q90}
+        return {
+            "loss_kd": loss,
+            "kl_clean": l_clean.mean(),
+            "kl_adv": l_adv.mean(),
+            "w_adv": w_adv.mean(),
+            "w_clean": w_clean.mean(),
+            "w_adv_q10": q10,
+            "w_adv_q90": q90,
+        }
 
     @abstractmethod
     def weights(
@@ -181,8 +188,14 @@ class Average(WeightingStrategy):
             l_clean = kd_kl(z.teacher_clean, z.student_clean, t)
             l_adv = kd_kl(z.teacher_adv, z.student_adv, t)
         half = torch.full((), 0.5, device=l_mix.device)
-        return {"loss_kd": z.lambda_adv * l_mix.mean(), "kl_mix": l_mix.mean(), "kl_clean": l_clean.mean(),
-                "kl_adv": l_adv.mean(), "w_adv": half, "w_clean": half}
+        return {
+            "loss_kd": z.lambda_adv * l_mix.mean(),
+            "kl_mix": l_mix.mean(),
+            "kl_clean": l_clean.mean(),
+            "kl_adv": l_adv.mean(),
+            "w_adv": half,
+            "w_clean": half,
+        }
 
     def weights(self, z, l_clean, l_adv):  # type: ignore[no-untyped-def]
         return torch.full_like(l_adv, 0.5), torch.full_like(l_clean, 0.5)  # the mixing weights
@@ -247,8 +260,12 @@ class ReleasedCode(WeightingStrategy):
         return super().__call__(replace(z, lambda_adv=1.0, lambda_org=1.0))  # the constants live in the weights
 
 
-OPTION_SECTIONS = {"confidence": "confidence", "static": "static", "adaptive-norm": "adaptive_norm",
-                   "released-code": "released_code"}
+OPTION_SECTIONS = {
+    "confidence": "confidence",
+    "static": "static",
+    "adaptive-norm": "adaptive_norm",
+    "released-code": "released_code",
+}
 
 
 def check_strategy_options(cfg: StrategyConfig) -> None:

@@ -32,26 +32,32 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mmt_ard import distributed
 from mmt_ard.attacks import OBJECTIVES, PGDConfig, kl_logits, pgd
 from mmt_ard.attacks.objectives import ObjectiveFn, check_random_start
+from mmt_ard.data.batches import step_generator
 from mmt_ard.devices import to_device
 from mmt_ard.distill.fast import FastPathConfig, compile_tower, to_channels_last, views_are_independent
 from mmt_ard.distill.logit_cache import CleanLogitCache
-from mmt_ard import distributed
-from mmt_ard.distributed import skip_to_rank
 from mmt_ard.distill.strategies import (
-    DistillLogits, StrategyConfig, build_strategy, check_strategy_options, confidence,
+    DistillLogits,
+    StrategyConfig,
+    build_strategy,
+    check_strategy_options,
+    confidence,
 )
+from mmt_ard.distributed import skip_to_rank
 from mmt_ard.errors import ConfigError
 from mmt_ard.models.clip import ZeroShotClassifier
 from mmt_ard.models.frozen import Frozen, frozen_in
 from mmt_ard.registry import Registry
-from mmt_ard.data.batches import step_generator
 from mmt_ard.training.precision import compute_dtype
 from mmt_ard.training.timing import NO_SECTIONS, Sections
 
 InnerObjective = Literal["embedding-l2", "kl-clean-teacher", "ce"]
-InnerFactory = Callable[[ZeroShotClassifier, torch.Tensor, torch.Tensor, torch.Tensor, "InnerAttackConfig"], ObjectiveFn]
+InnerFactory = Callable[
+    [ZeroShotClassifier, torch.Tensor, torch.Tensor, torch.Tensor, "InnerAttackConfig"], ObjectiveFn
+]
 INNER_OBJECTIVES: Registry[InnerFactory] = Registry("inner attack objective")
 
 
@@ -217,8 +223,18 @@ class DistillationTask(nn.Module):
         with self.timer("student_forward"):
             s_clean, s_adv = self.student_views(x, x_adv)  # (B, C) each
             cfg = self.loss_cfg
-            logits = DistillLogits(s_clean, s_adv, t_clean, t_adv, cfg.temperature, cfg.lambda_adv, cfg.lambda_org,
-                                   lr_scale=self.lr_scale(step), labels=y, teacher_scale=self.teacher_scale)
+            logits = DistillLogits(
+                s_clean,
+                s_adv,
+                t_clean,
+                t_adv,
+                cfg.temperature,
+                cfg.lambda_adv,
+                cfg.lambda_org,
+                lr_scale=self.lr_scale(step),
+                labels=y,
+                teacher_scale=self.teacher_scale,
+            )
             terms = self.strategy(logits)
             cm = kl_logits(s_clean.detach(), s_adv).mean()
             terms["loss_cm"] = cm

@@ -143,5 +143,3 @@ def attack_survivors(
         if trace is not None:
             trace.record(name, eps, int(correct.sum()))
     return correct
-
-

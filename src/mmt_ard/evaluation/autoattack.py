@@ -59,14 +59,17 @@ class ResumableState(EvaluationState):
         if self.path is None:
             return
         flags = self.robust_flags
-        atomic_write_json(self.path, {
-            "_attacks_to_run": sorted(self.attacks_to_run),
-            "path": str(self.path),
-            "_run_attacks": sorted(self.run_attacks),
-            "_robust_flags": None if flags is None else flags.cpu().tolist(),
-            "_clean_accuracy": None if math.isnan(self.clean_accuracy) else self.clean_accuracy,
-            "settings": self.settings,
-        })
+        atomic_write_json(
+            self.path,
+            {
+                "_attacks_to_run": sorted(self.attacks_to_run),
+                "path": str(self.path),
+                "_run_attacks": sorted(self.run_attacks),
+                "_robust_flags": None if flags is None else flags.cpu().tolist(),
+                "_clean_accuracy": None if math.isnan(self.clean_accuracy) else self.clean_accuracy,
+                "settings": self.settings,
+            },
+        )
 
     @classmethod
     def from_disk(cls, path: Path) -> ResumableState:
@@ -94,22 +97,64 @@ def make_attack(
     s = settings_for(element, name, cfg.sections())
     norm, seed = NORMS[cfg.norm], cfg.seed
     if name == "apgd-ce":
-        return APGDAttack(classifier, n_iter=s.iterations, n_restarts=s.restarts, norm=norm, eps=eps,  # type: ignore[arg-type]
-                          loss="ce", eot_iter=1, rho=0.75, seed=seed, device=device, logger=log)
+        return APGDAttack(
+            classifier,
+            n_iter=s.iterations,
+            n_restarts=s.restarts,
+            norm=norm,
+            eps=eps,  # type: ignore[arg-type]
+            loss="ce",
+            eot_iter=1,
+            rho=0.75,
+            seed=seed,
+            device=device,
+            logger=log,
+        )
     if name == "square":
-        return SquareAttack(classifier, p_init=s.p_init, n_queries=s.queries, eps=eps, norm=norm,  # type: ignore[arg-type]
-                            n_restarts=s.restarts, seed=seed, verbose=False, device=device, resc_schedule=False)
+        return SquareAttack(
+            classifier,
+            p_init=s.p_init,
+            n_queries=s.queries,
+            eps=eps,
+            norm=norm,  # type: ignore[arg-type]
+            n_restarts=s.restarts,
+            seed=seed,
+            verbose=False,
+            device=device,
+            resc_schedule=False,
+        )
     n_targets = target_classes(s.targets, classifier.num_classes, MIN_CLASSES[name])
     if n_targets == 0:
-        log.warning("%s skipped: %d classes (it needs at least %d)", name.upper(), classifier.num_classes,
-                    MIN_CLASSES[name])
+        log.warning(
+            "%s skipped: %d classes (it needs at least %d)", name.upper(), classifier.num_classes, MIN_CLASSES[name]
+        )
         return None
     if name == "apgd-t":
-        return APGDAttack_targeted(classifier, n_iter=s.iterations, n_restarts=s.restarts, norm=norm,  # type: ignore[arg-type]
-                                   eps=eps, n_target_classes=n_targets, eot_iter=1, rho=0.75, seed=seed,
-                                   device=device, logger=log)
-    return FABAttack_PT(classifier, n_restarts=s.restarts, n_iter=s.iterations, eps=eps, seed=seed,  # type: ignore[arg-type]
-                        norm=norm, verbose=False, device=device, targeted=True, n_target_classes=n_targets)
+        return APGDAttack_targeted(
+            classifier,
+            n_iter=s.iterations,
+            n_restarts=s.restarts,
+            norm=norm,  # type: ignore[arg-type]
+            eps=eps,
+            n_target_classes=n_targets,
+            eot_iter=1,
+            rho=0.75,
+            seed=seed,
+            device=device,
+            logger=log,
+        )
+    return FABAttack_PT(
+        classifier,
+        n_restarts=s.restarts,
+        n_iter=s.iterations,
+        eps=eps,
+        seed=seed,  # type: ignore[arg-type]
+        norm=norm,
+        verbose=False,
+        device=device,
+        targeted=True,
+        n_target_classes=n_targets,
+    )
 
 
 @contextmanager
@@ -174,8 +219,9 @@ def _register(element: str) -> None:
         return run_reference(element, classifier, x, y, eps, cfg, ctx)
 
     inner = " then ".join(a.upper() for a in base_attacks(element))
-    attack.__doc__ = (f"{PROTOCOLS[element].source}: {inner}" if element in PROTOCOLS else
-                      f"{inner} (pyautoattack)") + ", each on the samples still correct."
+    attack.__doc__ = (
+        f"{PROTOCOLS[element].source}: {inner}" if element in PROTOCOLS else f"{inner} (pyautoattack)"
+    ) + ", each on the samples still correct."
     EVAL_ATTACKS.register(element)(attack)
 
 

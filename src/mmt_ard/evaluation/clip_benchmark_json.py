@@ -38,8 +38,9 @@ def benchmark_records(result: Mapping[str, Any], main_dataset: str, arch: str, n
         metrics: dict[str, Any] = {"acc1": acc / 100}
         if racc:
             metrics["robust_acc1"] = {eps: v / 100 for eps, v in racc.items()}
-        records.append({"dataset": dataset, "model": arch, "pretrained": name, "task": TASK,
-                        "metrics": metrics, "language": "en"})
+        records.append(
+            {"dataset": dataset, "model": arch, "pretrained": name, "task": TASK, "metrics": metrics, "language": "en"}
+        )
     return records
 
 

@@ -32,9 +32,7 @@ class EvalConfig:
     """What to evaluate. ``eps`` in pixels (write ``2/255``); ``step_size=None`` means eps/4."""
 
     dataset: str = "builtin:shapes:split=test"
-    zero_shot: list[str] = field(
-        default_factory=lambda: ["builtin:combos:split=test", "builtin:outlines:split=test"]
-    )
+    zero_shot: list[str] = field(default_factory=lambda: ["builtin:combos:split=test", "builtin:outlines:split=test"])
     eps: list[float] = field(default_factory=lambda: [1 / 255, 2 / 255, 3 / 255, 4 / 255])
     norm: str = "linf"
     zero_shot_eps: list[float] = field(default_factory=list)
@@ -61,9 +59,13 @@ class EvalConfig:
 
     # keys of earlier versions: a config that still uses one gets told where it went
     MOVED_KEYS: ClassVar[dict[str, str]] = {
-        "steps": "pgd.steps", "step_size": "pgd.step_size", "random_start": "pgd.random_start",
+        "steps": "pgd.steps",
+        "step_size": "pgd.step_size",
+        "random_start": "pgd.random_start",
         "restarts": "pgd.restarts (PGD) or apgd_ce.restarts / apgd_t.restarts (APGD)",
-        "apgd_iterations": "apgd_ce.iterations and apgd_t.iterations", "n_target_classes": "apgd_t.targets"}
+        "apgd_iterations": "apgd_ce.iterations and apgd_t.iterations",
+        "n_target_classes": "apgd_t.targets",
+    }
 
     def sections(self) -> dict[str, Any]:
         """Each attack's settings by section name (``pgd``, ``apgd_ce``, ...)."""
@@ -81,8 +83,13 @@ class EvalConfig:
 
     def pgd_config(self, eps: float) -> PGDConfig:
         p = self.pgd
-        return PGDConfig(norm=self.norm, eps=eps, steps=p.steps, step_size=p.step_size,  # type: ignore[arg-type]
-                         random_start=p.random_start)
+        return PGDConfig(
+            norm=self.norm,
+            eps=eps,
+            steps=p.steps,
+            step_size=p.step_size,  # type: ignore[arg-type]
+            random_start=p.random_start,
+        )
 
     def validate(self) -> None:
         for e in [*self.eps, *self.zero_shot_eps]:
@@ -120,15 +127,18 @@ def unrunnable_attacks(cfg: EvalConfig, num_classes: int, where: str) -> list[st
     bad = [a for n in names for a in base_attacks(n) if num_classes < MIN_CLASSES.get(a, 2)]
     runnable = [a for n in names for a in base_attacks(n) if num_classes >= MIN_CLASSES.get(a, 2)]
     if bad and cfg.skip_unrunnable and not runnable:
-        raise ConfigError(f"eval.attack={cfg.attack!r} cannot run on {where} ({num_classes} classes) and nothing "
-                          "else is in the chain: its robust accuracy would be the clean accuracy. Use eval.attack="
-                          "pgd or apgd-ce there")
+        raise ConfigError(
+            f"eval.attack={cfg.attack!r} cannot run on {where} ({num_classes} classes) and nothing "
+            "else is in the chain: its robust accuracy would be the clean accuracy. Use eval.attack="
+            "pgd or apgd-ce there"
+        )
     if bad and not cfg.skip_unrunnable:
         needs = ", ".join(f"{a.upper()} needs at least {MIN_CLASSES[a]} classes" for a in dict.fromkeys(bad))
         raise ConfigError(
             f"eval.attack={cfg.attack!r} cannot run on {where} ({num_classes} classes): {needs} (APGD-T's targeted "
             "DLR loss reads the 4th-largest logit). Use eval.attack=pgd or apgd-ce there, or "
-            "eval.skip_unrunnable=true to run the chain without it (the results then list it under skipped_attacks)")
+            "eval.skip_unrunnable=true to run the chain without it (the results then list it under skipped_attacks)"
+        )
     return list(dict.fromkeys(bad))
 
 
@@ -165,8 +175,12 @@ def upgrade_saved_config(config: dict[str, Any]) -> dict[str, Any]:
         return config
     from mmt_ard.config import to_dict
 
-    pgd = PGDSettings(steps=section.get("steps", 10), step_size=section.get("step_size"),
-                      restarts=section.get("restarts", 1), random_start=section.get("random_start", True))
+    pgd = PGDSettings(
+        steps=section.get("steps", 10),
+        step_size=section.get("step_size"),
+        restarts=section.get("restarts", 1),
+        random_start=section.get("random_start", True),
+    )
     new = {k: v for k, v in section.items() if k not in EvalConfig.MOVED_KEYS}
     new.update({k: v for k, v in to_dict(EvalConfig()).items() if k in dict(SECTIONS.values())}, pgd=to_dict(pgd))
     return {**config, "eval": new}

@@ -154,8 +154,9 @@ def evaluate_model(
         if zskipped:
             result.setdefault("skipped_attacks", {})[zds.name] = _skipped(zskipped, zclf.num_classes)
         ztrace = AttackTrace.for_eval(cfg, f"{name}-{zds.name}")  # same attacks; resumable
-        zacc, zracc = accuracy_under_attack(zclf, zdata, cfg.zero_shot_eps, cfg, device, desc=f"{name}: {zds.name}",
-                                            trace=ztrace)
+        zacc, zracc = accuracy_under_attack(
+            zclf, zdata, cfg.zero_shot_eps, cfg, device, desc=f"{name}: {zds.name}", trace=ztrace
+        )
         result["zero_shot"][zds.name] = zacc
         if cfg.zero_shot_eps:
             result["zero_shot_racc"][zds.name] = zracc

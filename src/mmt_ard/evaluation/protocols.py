@@ -91,8 +91,10 @@ MIN_CLASSES = {"apgd-t": 4, "fab-t": 2, "square": 2, "apgd-ce": 2, "pgd": 2}
 
 
 # how several eps are attacked (metrics.py): never weaker than attacking each eps on its own
-EPS_ORDER = ("increasing; at each eps only the samples robust at every smaller eps are attacked, and a sample broken "
-             "at a smaller eps counts as broken (its adversarial example lies in the larger ball)")
+EPS_ORDER = (
+    "increasing; at each eps only the samples robust at every smaller eps are attacked, and a sample broken "
+    "at a smaller eps counts as broken (its adversarial example lies in the larger ball)"
+)
 
 
 @dataclass(frozen=True)
@@ -107,15 +109,23 @@ class Protocol:
 
 PROTOCOLS = {
     "autoattack": Protocol(
-        "autoattack", ("apgd-ce", "apgd-t"),
+        "autoattack",
+        ("apgd-ce", "apgd-t"),
         {"apgd_ce": APGDSettings(100, 5), "apgd_t": TargetedSettings(100, 1, 9)},
         "AutoAttack(version='custom', attacks_to_run=['apgd-ce', 'apgd-t']) as FARE and the MMT-ARD authors "
-        "call it: the constructor's defaults"),
+        "call it: the constructor's defaults",
+    ),
     "autoattack-standard": Protocol(
-        "autoattack-standard", ("apgd-ce", "apgd-t", "fab-t", "square"),
-        {"apgd_ce": APGDSettings(100, 1), "apgd_t": TargetedSettings(100, 1, 9),
-         "fab_t": TargetedSettings(100, 1, 9), "square": SquareSettings(5000, 1, 0.8)},
-        "RobustBench's standard AutoAttack, AutoAttack(version='standard') for L-inf and L2"),
+        "autoattack-standard",
+        ("apgd-ce", "apgd-t", "fab-t", "square"),
+        {
+            "apgd_ce": APGDSettings(100, 1),
+            "apgd_t": TargetedSettings(100, 1, 9),
+            "fab_t": TargetedSettings(100, 1, 9),
+            "square": SquareSettings(5000, 1, 0.8),
+        },
+        "RobustBench's standard AutoAttack, AutoAttack(version='standard') for L-inf and L2",
+    ),
 }
 
 
@@ -131,13 +141,14 @@ def check_fixed(names: list[str], sections: dict[str, Any]) -> None:
     own = {SECTIONS[n][0] for n in names if n not in PROTOCOLS}
     for name in names:
         protocol = PROTOCOLS.get(name)
-        for section, fixed in (protocol.fixed.items() if protocol else ()):
+        for section, fixed in protocol.fixed.items() if protocol else ():
             if section in own or sections[section] == type(fixed)():
                 continue
             raise ConfigError(
                 f"eval.{section} was changed but eval.attack={'+'.join(names)!r} reads it only through the {name} "
                 f"protocol, whose settings are fixed ({describe_settings(fixed)}). Drop the change, or run the "
-                f"attacks under their own names with your settings: eval.attack={'+'.join(protocol.attacks)}")
+                f"attacks under their own names with your settings: eval.attack={'+'.join(protocol.attacks)}"
+            )
 
 
 def settings_for(name: str, attack: str, sections: dict[str, Any]) -> Any:
@@ -159,17 +170,28 @@ def describe(names: list[str], sections: dict[str, Any], norm: str, seed: int) -
     chain = []
     for name in names:
         protocol = PROTOCOLS.get(name)
-        attacks = [{"attack": a, **asdict(settings_for(name, a, sections)), "source": SOURCES[a]}
-                   for a in base_attacks(name)]
+        attacks = [
+            {"attack": a, **asdict(settings_for(name, a, sections)), "source": SOURCES[a]} for a in base_attacks(name)
+        ]
         chain.append({"name": name, "source": protocol.source if protocol else SOURCES[name], "attacks": attacks})
-    return {"name": "+".join(names), "summary": summary(names, sections), "norm": norm, "seed": seed,
-            "precision": "fp32", "model_mode": "eval", "eps_order": EPS_ORDER, "chain": chain}
+    return {
+        "name": "+".join(names),
+        "summary": summary(names, sections),
+        "norm": norm,
+        "seed": seed,
+        "precision": "fp32",
+        "model_mode": "eval",
+        "eps_order": EPS_ORDER,
+        "chain": chain,
+    }
 
 
 def summary(names: list[str], sections: dict[str, Any]) -> str:
     """One line naming each element with its settings, e.g. for a report: ``autoattack (APGD-CE ...)``."""
     parts = []
     for name in names:
-        inner = "; ".join(f"{a.upper()} {describe_settings(settings_for(name, a, sections))}" for a in base_attacks(name))
+        inner = "; ".join(
+            f"{a.upper()} {describe_settings(settings_for(name, a, sections))}" for a in base_attacks(name)
+        )
         parts.append(f"`{name}` ({inner})")
     return " then ".join(parts)

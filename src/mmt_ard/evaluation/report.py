@@ -75,7 +75,10 @@ def attack_gap_table(results: dict[str, dict[str, Any]]) -> str:
         if chain[0] != "pgd" or len(chain) < 2:
             continue
         pgd = res["racc_by_attack"]["pgd"]
-        rows += [f"| {name} | {eps} | {pgd[eps]:.2f} | {worst:.2f} | {pgd[eps] - worst:.2f} |" for eps, worst in res["racc"].items()]
+        rows += [
+            f"| {name} | {eps} | {pgd[eps]:.2f} | {worst:.2f} | {pgd[eps] - worst:.2f} |"
+            for eps, worst in res["racc"].items()
+        ]
     if not rows:
         return ""
     head = ["| Model | eps | racc PGD | racc worst case (chain) | gap PGD - chain |", "|---|---|---|---|---|"]

@@ -32,7 +32,6 @@ from mmt_ard.evaluation.config import EvalConfig
 from mmt_ard.evaluation.protocols import MIN_CLASSES, base_attacks
 from mmt_ard.models.clip import ZeroShotClassifier
 
-
 log = logging.getLogger(__name__)
 
 Flag = dict[str, Any]
@@ -50,41 +49,60 @@ def check_monotone(racc: dict[str, float], tolerance: float = 0.0) -> Flag:
     """Robust accuracy (in eps order) never rises by more than ``tolerance`` points."""
     values = list(racc.values())
     rises = [f"{a}->{b}" for (a, va), (b, vb) in zip(racc.items(), list(racc.items())[1:]) if vb > va + tolerance]
-    return flag(not rises, values, "rises between eps " + ", ".join(rises) if rises else "non-increasing in eps",
-                "the attack is not converging or the loss surface is masked (a larger ball should never help)",
-                "use more steps and restarts (eval.pgd.steps, eval.pgd.restarts) or eval.attack=pgd+autoattack")
+    return flag(
+        not rises,
+        values,
+        "rises between eps " + ", ".join(rises) if rises else "non-increasing in eps",
+        "the attack is not converging or the loss surface is masked (a larger ball should never help)",
+        "use more steps and restarts (eval.pgd.steps, eval.pgd.restarts) or eval.attack=pgd+autoattack",
+    )
 
 
 def check_chance(acc_large: float, num_classes: int, margin: float) -> Flag:
     """Accuracy under a huge eps at most ``chance + margin`` percent."""
     chance = 100.0 / num_classes
-    return flag(acc_large <= chance + margin, acc_large, f"accuracy {acc_large:.1f}% at the large eps, chance {chance:.1f}%",
-                "gradient masking or too few attack steps: an eps this large should break any classifier",
-                "check for non-differentiable preprocessing (rounding, JPEG), raise eval.pgd.steps, try eval.attack=autoattack")
+    return flag(
+        acc_large <= chance + margin,
+        acc_large,
+        f"accuracy {acc_large:.1f}% at the large eps, chance {chance:.1f}%",
+        "gradient masking or too few attack steps: an eps this large should break any classifier",
+        "check for non-differentiable preprocessing (rounding, JPEG), raise eval.pgd.steps, try eval.attack=autoattack",
+    )
 
 
 def check_stronger(weak: float, strong: float, what: str, tolerance: float) -> Flag:
     """The stronger attack's robust accuracy at most the weaker one's plus ``tolerance`` points."""
-    return flag(strong <= weak + tolerance, {"weaker": weak, "stronger": strong},
-                f"{what}: {strong:.1f}% vs {weak:.1f}%",
-                "the stronger attack found fewer adversarial examples: the attack is unstable or gradients are masked",
-                "raise eval.pgd.steps / eval.pgd.restarts, use a smaller step size, or report the stronger attack")
+    return flag(
+        strong <= weak + tolerance,
+        {"weaker": weak, "stronger": strong},
+        f"{what}: {strong:.1f}% vs {weak:.1f}%",
+        "the stronger attack found fewer adversarial examples: the attack is unstable or gradients are masked",
+        "raise eval.pgd.steps / eval.pgd.restarts, use a smaller step size, or report the stronger attack",
+    )
 
 
 def check_loss_rises(losses: list[float]) -> Flag:
     """Mean attack loss at the last iteration above the first."""
     ok = len(losses) >= 2 and losses[-1] > losses[0]
     first, last = (losses[0], losses[-1]) if losses else (float("nan"), float("nan"))
-    return flag(ok, [round(v, 4) for v in losses], f"mean CE {first:.4f} -> {last:.4f} over {len(losses)} steps",
-                "the attack makes no progress: zero or useless gradients (masking) or a step size of zero",
-                "check the input gradient (nonzero_gradients), the step size (eval.pgd.step_size) and the model's preprocessing")
+    return flag(
+        ok,
+        [round(v, 4) for v in losses],
+        f"mean CE {first:.4f} -> {last:.4f} over {len(losses)} steps",
+        "the attack makes no progress: zero or useless gradients (masking) or a step size of zero",
+        "check the input gradient (nonzero_gradients), the step size (eval.pgd.step_size) and the model's preprocessing",
+    )
 
 
 def check_gradients(zero: int, checked: int) -> Flag:
     """No evaluated sample with an all-zero input gradient of the CE loss."""
-    return flag(zero == 0, {"zero": zero, "checked": checked}, f"{zero} of {checked} samples have a zero input gradient",
-                "gradient masking (non-differentiable or saturated input processing, e.g. rounding or a hard clamp)",
-                "remove the non-differentiable step for evaluation or use a gradient-free / BPDA attack")
+    return flag(
+        zero == 0,
+        {"zero": zero, "checked": checked},
+        f"{zero} of {checked} samples have a zero input gradient",
+        "gradient masking (non-differentiable or saturated input processing, e.g. rounding or a hard clamp)",
+        "remove the non-differentiable step for evaluation or use a gradient-free / BPDA attack",
+    )
 
 
 def correct_subset(
@@ -110,7 +128,9 @@ def _pct(mask: torch.Tensor) -> float:
     return round(100.0 * float(mask.float().mean()), 2) if len(mask) else 0.0
 
 
-def _pgd_acc(clf: ZeroShotClassifier, x: torch.Tensor, y: torch.Tensor, eps: float, cfg: EvalConfig, seed: int) -> float:
+def _pgd_acc(
+    clf: ZeroShotClassifier, x: torch.Tensor, y: torch.Tensor, eps: float, cfg: EvalConfig, seed: int
+) -> float:
     gen = torch.Generator().manual_seed(seed)
     return _pct(EVAL_ATTACKS.get("pgd")(clf, x, y, eps, cfg, gen, AttackContext()))
 
@@ -140,13 +160,20 @@ def run_sanity_checks(
     trace: AttackTrace,
 ) -> dict[str, Flag]:
     """Every check (see the module table) for one robust evaluation; warns about each failure."""
-    flags: dict[str, Flag] = {"monotone_in_eps": check_monotone(racc, cfg.sanity_tolerance),
-                              "nonzero_gradients": check_gradients(trace.zero_grad, trace.grad_checked)}
+    flags: dict[str, Flag] = {
+        "monotone_in_eps": check_monotone(racc, cfg.sanity_tolerance),
+        "nonzero_gradients": check_gradients(trace.zero_grad, trace.grad_checked),
+    }
     x, y, clean = correct_subset(clf, data, cfg.sanity_samples, clf.head.device)
     eps = max(cfg.eps)
     if len(y) == 0:
-        flags["subset"] = flag(False, 0, "no correctly classified sample in the sanity subset", "an untrained model",
-                               "raise eval.sanity_samples")
+        flags["subset"] = flag(
+            False,
+            0,
+            "no correctly classified sample in the sanity subset",
+            "an untrained model",
+            "raise eval.sanity_samples",
+        )
         return _warn(flags)
     # accuracy of all scanned samples: a constant classifier is at chance, not "100% robust"
     large = round(clean * _pgd_acc(clf, x, y, cfg.sanity_eps, cfg, cfg.seed), 2)
@@ -156,8 +183,12 @@ def run_sanity_checks(
     many = _pgd_acc(clf, x, y, eps, replace(cfg, pgd=more), cfg.seed + 1)
     flags["more_steps_not_weaker"] = check_stronger(few, many, "PGD with 2x steps and +1 restart", cfg.sanity_tolerance)
     flags["loss_rises"] = check_loss_rises(loss_trace(clf, x, y, eps, cfg))
-    others = [n for n in attack_names(cfg.attack) if n != "pgd"  # and can run here (skip_unrunnable)
-              and any(clf.num_classes >= MIN_CLASSES[a] for a in base_attacks(n))]
+    others = [
+        n
+        for n in attack_names(cfg.attack)
+        if n != "pgd"  # and can run here (skip_unrunnable)
+        and any(clf.num_classes >= MIN_CLASSES[a] for a in base_attacks(n))
+    ]
     if others:
         gen = torch.Generator().manual_seed(cfg.seed)
         strong = _pct(attack_survivors(clf, x, y, eps, replace(cfg, attack="+".join(others)), gen))
@@ -175,8 +206,11 @@ def robustness_details(
     """``attack``, ``racc_by_attack`` and (when ``cfg.sanity``) ``sanity`` for a result dict."""
     if not cfg.eps:
         return {}
-    out: dict[str, Any] = {"attack": cfg.attack, "protocol": cfg.protocol_record(),
-                           "racc_by_attack": trace.racc_by_attack(sorted(cfg.eps))}
+    out: dict[str, Any] = {
+        "attack": cfg.attack,
+        "protocol": cfg.protocol_record(),
+        "racc_by_attack": trace.racc_by_attack(sorted(cfg.eps)),
+    }
     if cfg.sanity:
         out["sanity"] = run_sanity_checks(clf, data, racc, cfg, trace)
     return out
@@ -185,7 +219,9 @@ def robustness_details(
 def _warn(flags: dict[str, Flag]) -> dict[str, Flag]:
     for name, f in flags.items():
         if not f["ok"]:
-            log.warning("sanity check %s failed: %s. Likely cause: %s. Try: %s.", name, f["detail"], f["cause"], f["fix"])
+            log.warning(
+                "sanity check %s failed: %s. Likely cause: %s. Try: %s.", name, f["detail"], f["cause"], f["fix"]
+            )
     return flags
 
 
@@ -197,6 +233,14 @@ def sanity_markdown(results: dict[str, dict[str, Any]]) -> str:
         if not flags:
             continue
         bad = {k: f for k, f in flags.items() if not f["ok"]}
-        lines.append(f"- **{name}**: " + ("all checks pass (" + ", ".join(flags) + ")" if not bad else
-                     "; ".join(f"**{k} FAILED**: {f['detail']} (likely {f['cause']}; try: {f['fix']})" for k, f in bad.items())))
+        lines.append(
+            f"- **{name}**: "
+            + (
+                "all checks pass (" + ", ".join(flags) + ")"
+                if not bad
+                else "; ".join(
+                    f"**{k} FAILED**: {f['detail']} (likely {f['cause']}; try: {f['fix']})" for k, f in bad.items()
+                )
+            )
+        )
     return "\n## Sanity checks\n\n" + "\n".join(lines) + "\n" if lines else ""

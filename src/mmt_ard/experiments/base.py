@@ -91,8 +91,13 @@ def column(scores: Sequence[dict[str, float]], key: str) -> list[float]:
 
 
 def comparison_table(
-    table_id: str, title: str, rows: dict[str, list[dict[str, float]]], reference: str,
-    eps: float = ABLATION_EPS, extra: Callable[[str], list[Any]] | None = None, extra_columns: Sequence[str] = (),
+    table_id: str,
+    title: str,
+    rows: dict[str, list[dict[str, float]]],
+    reference: str,
+    eps: float = ABLATION_EPS,
+    extra: Callable[[str], list[Any]] | None = None,
+    extra_columns: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Rows = variants; acc, racc, sum-acc at ``eps`` (mean +- std over seeds) and the paired
     sum-acc difference to ``reference`` (mean +- SE, significant or not)."""
@@ -112,9 +117,18 @@ def comparison_table(
             row.append(f"{d.mean:+.2f} ± {se}{' ' + SIGNIFICANT if d.significant else ''}")
         body.append(row)
     n = len(next(iter(rows.values())))
-    return {"id": table_id, "title": title, "columns": columns, "rows": body,
-            "notes": [f"Test set, racc at {e}; mean ± std over {n} paired seed(s). {SIGNIFICANT}: the paired "
-                      f"difference to {reference} exceeds twice its standard error."]}
+    return {
+        "id": table_id,
+        "title": title,
+        "columns": columns,
+        "rows": body,
+        "notes": [
+            (
+                f"Test set, racc at {e}; mean ± std over {n} paired seed(s). {SIGNIFICANT}: the paired "
+                f"difference to {reference} exceeds twice its standard error."
+            )
+        ],
+    }
 
 
 def verdict(name: str, a: Sequence[float], b: Sequence[float], what: str, paired: bool = True) -> str:

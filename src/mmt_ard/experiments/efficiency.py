@@ -31,8 +31,9 @@ def efficiency(ctx: Context) -> Result:
     for label, overrides in methods.items():
         recipe = ctx.preset.recipe(student)
         recipe.eval.eps = [ABLATION_EPS]
-        runs = [ctx.store.distill(f"{student}-{label}-curve", ctx.store.config(recipe, overrides, s))
-                for s in ctx.seeds]
+        runs = [
+            ctx.store.distill(f"{student}-{label}-curve", ctx.store.config(recipe, overrides, s)) for s in ctx.seeds
+        ]
         curves[label] = [[r for r in run.metrics() if r.get("split") == "val" and key in r] for run in runs]
     targets = [seed_rows[-1][key] for seed_rows in curves["baseline"]]
     table_rows, reached = [], {}
@@ -46,23 +47,32 @@ def efficiency(ctx: Context) -> Result:
         table_rows.append([label, f"{len(got)} / {len(hits)}", cell_steps, cell_secs])
     pairs = [(b, m) for b, m in zip(reached["baseline"], reached["mmt-ard"]) if b is not None and m is not None]
     speedups = [b["step"] / m["step"] for b, m in pairs]
-    time_ratios = [b["train_seconds"] / m["train_seconds"] for b, m in pairs
-                   if b.get("train_seconds") and m.get("train_seconds")]
+    time_ratios = [
+        b["train_seconds"] / m["train_seconds"] for b, m in pairs if b.get("train_seconds") and m.get("train_seconds")
+    ]
     table = {
-        "id": "efficiency", "title": f"Steps and training seconds to reach the baseline's final validation "
-                                     f"{key} (student {student})",
-        "columns": ["method", "seeds that reach it", "steps", "training seconds"], "rows": table_rows,
-        "notes": [f"Validation every {every['loop.eval_every']} of {steps} steps on the held-out split (never the "
-                  "test set); the target of each seed is that seed's baseline's final value, so the baseline "
-                  "reaches it at the latest at its last step. Seconds are this process's training time (validation "
-                  "excluded, checkpoints included; they restart after --resume). Both methods run the clean teacher "
-                  "every step (these runs have the clean-logit cache off, so that neither gets a cache the other "
-                  "filled). Mean ± std over the seeds that reach it."]}
+        "id": "efficiency",
+        "title": f"Steps and training seconds to reach the baseline's final validation {key} (student {student})",
+        "columns": ["method", "seeds that reach it", "steps", "training seconds"],
+        "rows": table_rows,
+        "notes": [
+            (
+                f"Validation every {every['loop.eval_every']} of {steps} steps on the held-out split (never the "
+                "test set); the target of each seed is that seed's baseline's final value, so the baseline "
+                "reaches it at the latest at its last step. Seconds are this process's training time (validation "
+                "excluded, checkpoints included; they restart after --resume). Both methods run the clean teacher "
+                "every step (these runs have the clean-logit cache off, so that neither gets a cache the other "
+                "filled). Mean ± std over the seeds that reach it."
+            )
+        ],
+    }
     res = Result(tables=[table], data={"targets": targets, "curves": curves})
     if speedups:
         s = summarize(speedups)
-        res.summary.append(f"MMT-ARD reaches the baseline's final {key} {s.mean:.2f}x ± {s.std:.2f} as fast in steps "
-                           f"({s.n} seed(s); the paper claims 2.3x). The step resolution is {every['loop.eval_every']}.")
+        res.summary.append(
+            f"MMT-ARD reaches the baseline's final {key} {s.mean:.2f}x ± {s.std:.2f} as fast in steps "
+            f"({s.n} seed(s); the paper claims 2.3x). The step resolution is {every['loop.eval_every']}."
+        )
         if time_ratios:
             t = summarize(time_ratios)
             res.summary.append(f"In training seconds: {t.mean:.2f}x ± {t.std:.2f}.")
@@ -70,6 +80,7 @@ def efficiency(ctx: Context) -> Result:
         res.summary.append(f"MMT-ARD did not reach the baseline's final {key} within {steps} steps in any seed.")
     path = ctx.out / "curves.png"
     plot_curves(curves, key, targets, path)
-    res.figures.append({"id": "curves", "title": f"validation {key} against steps and training seconds",
-                        "path": path.name})
+    res.figures.append(
+        {"id": "curves", "title": f"validation {key} against steps and training seconds", "path": path.name}
+    )
     return res

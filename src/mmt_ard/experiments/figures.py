@@ -24,8 +24,9 @@ def plot_weight_bands(bands: dict[str, list[dict[str, Any]]], path: Path) -> Non
             continue
         steps = [r["step"] for r in rows]
         line = ax.plot(steps, [r["w_adv"] for r in rows], label=label)[0]
-        ax.fill_between(steps, [r["w_adv_q10"] for r in rows], [r["w_adv_q90"] for r in rows],
-                        color=line.get_color(), alpha=0.15)
+        ax.fill_between(
+            steps, [r["w_adv_q10"] for r in rows], [r["w_adv_q90"] for r in rows], color=line.get_color(), alpha=0.15
+        )
     ax.set_xlabel("step")
     ax.set_ylabel("w_adv")
     ax.set_ylim(0, 1)
@@ -44,8 +45,13 @@ def plot_curves(curves: dict[str, list[list[dict[str, Any]]]], key: str, thresho
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, (label, seeds) in enumerate(curves.items()):
         for j, rows in enumerate(seeds):
-            kw = {"color": colors[i % len(colors)], "marker": "o", "markersize": 3, "alpha": 0.8,
-                  "label": label if j == 0 else None}
+            kw = {
+                "color": colors[i % len(colors)],
+                "marker": "o",
+                "markersize": 3,
+                "alpha": 0.8,
+                "label": label if j == 0 else None,
+            }
             axes[0].plot([r["step"] for r in rows], [r[key] for r in rows], **kw)
             axes[1].plot([r.get("train_seconds", float("nan")) for r in rows], [r[key] for r in rows], **kw)
     for ax, xlabel in zip(axes, ("step", "training seconds")):

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from mmt_ard.config import from_dict, read_yaml
+from mmt_ard.data import build_dataset
 from mmt_ard.distill.run import DistillConfig
 from mmt_ard.errors import UserError
-from mmt_ard.data import build_dataset
 from mmt_ard.evaluation import EvalConfig
 from mmt_ard.evaluation.metrics import check_datasets
 from mmt_ard.experiments.world import DEMO_LORA, STUDENTS, DemoPlan, run_stages, student_recipe, world_stages
@@ -28,10 +28,27 @@ log = logging.getLogger(__name__)
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "presets"
 # METHOD.md section 7: the zero-shot suite as in FARE, by CLIP_benchmark name
-ZERO_SHOT_SUITE = ("cifar10", "cifar100", "stl10", "cars", "vtab/caltech101", "vtab/pets", "vtab/flowers",
-                   "vtab/dtd", "vtab/eurosat", "fgvc_aircraft", "pcam", "imagenet-r", "imagenet_sketch")
-PAPER_STUDENTS = {"vit-b32": "paper-vit-b32", "rn50": "paper-rn50", "rn101": "paper-rn101",
-                  "vit-b32-lora": "paper-vit-b32-lora"}
+ZERO_SHOT_SUITE = (
+    "cifar10",
+    "cifar100",
+    "stl10",
+    "cars",
+    "vtab/caltech101",
+    "vtab/pets",
+    "vtab/flowers",
+    "vtab/dtd",
+    "vtab/eurosat",
+    "fgvc_aircraft",
+    "pcam",
+    "imagenet-r",
+    "imagenet_sketch",
+)
+PAPER_STUDENTS = {
+    "vit-b32": "paper-vit-b32",
+    "rn50": "paper-rn50",
+    "rn101": "paper-rn101",
+    "vit-b32-lora": "paper-vit-b32-lora",
+}
 
 
 @dataclass
@@ -99,9 +116,11 @@ class PaperInputs:
     def problems(self) -> list[str]:
         """Every missing input, each with what to pass."""
         out = []
-        for flag, value, kind in (("--teacher-clean", self.teacher_clean, "file"),
-                                  ("--teacher-adv", self.teacher_adv, "file"),
-                                  ("--imagenet", self.imagenet, "dir")):
+        for flag, value, kind in (
+            ("--teacher-clean", self.teacher_clean, "file"),
+            ("--teacher-adv", self.teacher_adv, "file"),
+            ("--imagenet", self.imagenet, "dir"),
+        ):
             if not value:
                 out.append(f"{flag} is required for --preset paper")
             elif kind == "file" and not Path(value).is_file():
@@ -111,13 +130,17 @@ class PaperInputs:
         if self.imagenet and Path(self.imagenet).is_dir():
             for split in ("train", "val", "holdout"):
                 if not (Path(self.imagenet) / split).is_dir():
-                    out.append(f"--imagenet {self.imagenet!r} has no {split}/ folder (ImageFolder layout; holdout/ "
-                               "= images set aside from train/ for model selection)")
+                    out.append(
+                        f"--imagenet {self.imagenet!r} has no {split}/ folder (ImageFolder layout; holdout/ "
+                        "= images set aside from train/ for model selection)"
+                    )
         if self.zero_shot_root:
             missing = [n for n in ZERO_SHOT_SUITE if not (Path(self.zero_shot_root) / n.replace("/", "_")).is_dir()]
             if missing:
-                out.append(f"--zero-shot-root {self.zero_shot_root!r} lacks {', '.join(missing)} (one folder per "
-                           "data set, as CLIP_benchmark downloads them; or leave --zero-shot-root out)")
+                out.append(
+                    f"--zero-shot-root {self.zero_shot_root!r} lacks {', '.join(missing)} (one folder per "
+                    "data set, as CLIP_benchmark downloads them; or leave --zero-shot-root out)"
+                )
         return out
 
 
@@ -141,8 +164,11 @@ def paper_preset(inputs: PaperInputs) -> Preset:
     problems = inputs.problems()
     if problems:
         raise UserError("the paper preset cannot start: " + "; ".join(problems))
-    values = {"IMAGENET_ROOT": str(inputs.imagenet), "CLEAN_TEACHER": str(inputs.teacher_clean),
-              "ADV_TEACHER": str(inputs.teacher_adv)}
+    values = {
+        "IMAGENET_ROOT": str(inputs.imagenet),
+        "CLEAN_TEACHER": str(inputs.teacher_clean),
+        "ADV_TEACHER": str(inputs.teacher_adv),
+    }
     students = {}
     for key, name in PAPER_STUDENTS.items():
         cfg = from_dict(DistillConfig, _substitute(read_yaml(PRESET_DIR / f"{name}.yaml"), values))
@@ -152,11 +178,20 @@ def paper_preset(inputs: PaperInputs) -> Preset:
     if inputs.zero_shot_root:
         root = Path(inputs.zero_shot_root)
         evaluation.zero_shot = [f"clip_benchmark:{n}:root={root / n.replace('/', '_')}" for n in ZERO_SHOT_SUITE]
+
     def prepare() -> None:
         """Every data set now (test, zero-shot, holdout, train): a bad folder fails before a 5000-step run."""
         check_datasets(evaluation)
         for spec in sorted({s for cfg in students.values() for s in (cfg.data, cfg.eval.dataset)}):
             build_dataset(spec)
 
-    return Preset("paper", students, "vit-b32", evaluation, prepare, analysis_images=16, bound_images=1000,
-                  notes=["paper preset: ImageNet-1k, 5000 steps at batch 512 per run (METHOD.md 7)"])
+    return Preset(
+        "paper",
+        students,
+        "vit-b32",
+        evaluation,
+        prepare,
+        analysis_images=16,
+        bound_images=1000,
+        notes=["paper preset: ImageNet-1k, 5000 steps at batch 512 per run (METHOD.md 7)"],
+    )

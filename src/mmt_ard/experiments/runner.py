@@ -34,23 +34,40 @@ class Experiment:
     run: Callable[[Context], Result]
 
 
-EXPERIMENTS = {e.name: e for e in (
-    Experiment("table1", "Table 1, Figure 1", "every student x {baseline, MMT-ARD} x eps 1-4/255", tables.table1),
-    Experiment("table2", "Table 2", "adversarial teacher only / average / confidence-weighted", tables.table2),
-    Experiment("table3", "Table 3", "single-KL / dual-KL 0.5:0.5 / + adaptive norm / confidence", tables.table3),
-    Experiment("table4", "Table 4", "the lambda_adv : lambda_org sweep", tables.table4),
-    Experiment("components", "(not in the paper)", "strategy and cross-modal term, one factor at a time",
-               tables.components),
-    Experiment("released-code", "(not in the paper)", "the authors' released weighting vs the paper's DIW",
-               tables.released_code),
-    Experiment("gradcam", "Figure 3, Table 5", "Grad-CAM maps of teachers and students, L2 distances",
-               analyses.gradcam),
-    Experiment("bound", "Section 4", "distribution of the robustness radius estimate", analyses.bound),
-    Experiment("dynamic-weights", "eqs. (3)-(6)", "DIW slope/offset sweep and the w_adv distribution",
-               tables.dynamic_weights),
-    Experiment("efficiency", "Section 5, the 2.3x claim", "steps and seconds to the baseline's final sum-acc",
-               efficiency.efficiency),
-)}
+EXPERIMENTS = {
+    e.name: e
+    for e in (
+        Experiment("table1", "Table 1, Figure 1", "every student x {baseline, MMT-ARD} x eps 1-4/255", tables.table1),
+        Experiment("table2", "Table 2", "adversarial teacher only / average / confidence-weighted", tables.table2),
+        Experiment("table3", "Table 3", "single-KL / dual-KL 0.5:0.5 / + adaptive norm / confidence", tables.table3),
+        Experiment("table4", "Table 4", "the lambda_adv : lambda_org sweep", tables.table4),
+        Experiment(
+            "components", "(not in the paper)", "strategy and cross-modal term, one factor at a time", tables.components
+        ),
+        Experiment(
+            "released-code",
+            "(not in the paper)",
+            "the authors' released weighting vs the paper's DIW",
+            tables.released_code,
+        ),
+        Experiment(
+            "gradcam", "Figure 3, Table 5", "Grad-CAM maps of teachers and students, L2 distances", analyses.gradcam
+        ),
+        Experiment("bound", "Section 4", "distribution of the robustness radius estimate", analyses.bound),
+        Experiment(
+            "dynamic-weights",
+            "eqs. (3)-(6)",
+            "DIW slope/offset sweep and the w_adv distribution",
+            tables.dynamic_weights,
+        ),
+        Experiment(
+            "efficiency",
+            "Section 5, the 2.3x claim",
+            "steps and seconds to the baseline's final sum-acc",
+            efficiency.efficiency,
+        ),
+    )
+}
 
 
 def experiment_names(name: str) -> list[str]:
@@ -58,7 +75,9 @@ def experiment_names(name: str) -> list[str]:
     if name == "all":
         return list(EXPERIMENTS)
     if name not in EXPERIMENTS:
-        raise UserError(f"unknown experiment {name!r}; one of: all, {', '.join(EXPERIMENTS)} (mmt-ard experiment --list)")
+        raise UserError(
+            f"unknown experiment {name!r}; one of: all, {', '.join(EXPERIMENTS)} (mmt-ard experiment --list)"
+        )
     return [name]
 
 
@@ -70,8 +89,12 @@ def listing() -> str:
 def _markdown(name: str, result: dict[str, Any]) -> str:
     from mmt_ard.reporting.cells import table_markdown
 
-    lines = [f"# {result['title']}", "", f"Preset `{result['preset']}`, seeds {result['seeds']}, "
-             f"{result['wall_seconds']:.0f} s.", ""]
+    lines = [
+        f"# {result['title']}",
+        "",
+        (f"Preset `{result['preset']}`, seeds {result['seeds']}, {result['wall_seconds']:.0f} s."),
+        "",
+    ]
     for table in result["tables"]:
         lines += [f"## {table['title']}", "", table_markdown(table), ""]
         lines += [f"{n}" for n in table.get("notes", [])] + [""]
@@ -96,14 +119,25 @@ def run_experiment(name: str, preset: Preset, seeds: list[int], output: Path, de
         if any("racc" in str(c) or "sum-acc" in str(c) for c in table.get("columns", [])):
             table.setdefault("notes", []).append(protocol)
     data = {
-        "kind": "mmt-ard-experiment", "version": 1, "experiment": name,
-        "title": f"{experiment.paper}: {experiment.title}" if not experiment.paper.startswith("(") else
-        experiment.title, "paper": experiment.paper, "preset": preset.name, "seeds": seeds,
-        "wall_seconds": round(time.perf_counter() - t0, 1), "runs_trained": len(store.trained),
+        "kind": "mmt-ard-experiment",
+        "version": 1,
+        "experiment": name,
+        "title": f"{experiment.paper}: {experiment.title}"
+        if not experiment.paper.startswith("(")
+        else experiment.title,
+        "paper": experiment.paper,
+        "preset": preset.name,
+        "seeds": seeds,
+        "wall_seconds": round(time.perf_counter() - t0, 1),
+        "runs_trained": len(store.trained),
         "environment": {**environment(), "code": code_version()},
         "protocol": preset.test_eval.protocol_record(),
-        "tables": result.tables, "figures": result.figures, "radar": result.radar, "summary": result.summary,
-        "notes": preset.notes, "data": result.data,
+        "tables": result.tables,
+        "figures": result.figures,
+        "radar": result.radar,
+        "summary": result.summary,
+        "notes": preset.notes,
+        "data": result.data,
     }
     atomic_write_json(out / "results.json", data)
     atomic_write_json(out / "tables.json", result.tables)

@@ -79,8 +79,9 @@ class RunStore:
         summary_file, key_file = folder / "summary.json", folder / "experiment-key.json"
         # the store's own record of the requested config: config.yaml holds the resolved one (run_distill
         # turns loop.precision bf16 into fp32 on devices without native bf16), which never equals the request
-        if summary_file.is_file() and (key_file.is_file() and json.loads(key_file.read_text()) == key
-                                       or self._saved_config(folder) == to_dict(cfg)):
+        if summary_file.is_file() and (
+            key_file.is_file() and json.loads(key_file.read_text()) == key or self._saved_config(folder) == to_dict(cfg)
+        ):
             return self._finished(folder, cfg, 0.0)
         # an interrupted run (Ctrl-C, SIGTERM, --max-time) left its checkpoint: continue it. The folder name
         # is the config's digest, and run_distill refuses a checkpoint whose config differs.
@@ -89,9 +90,11 @@ class RunStore:
         t0 = time.perf_counter()
         result = run_distill(copy.deepcopy(cfg), resume=resume, overwrite=not resume)
         if "stopped_at" in result:
-            raise UserError(f"the run in {folder} stopped at step {result['stopped_at']} ({result.get('reason')}); "
-                            "rerun the same command: it continues this run from its checkpoint and reuses "
-                            "every finished one")
+            raise UserError(
+                f"the run in {folder} stopped at step {result['stopped_at']} ({result.get('reason')}); "
+                "rerun the same command: it continues this run from its checkpoint and reuses "
+                "every finished one"
+            )
         atomic_write_json(key_file, key)
         self.trained.append(str(folder))
         return self._finished(folder, cfg, round(time.perf_counter() - t0, 1))
@@ -109,15 +112,24 @@ class RunStore:
         """``evaluate_model`` of ``spec``, cached beside its weights (keyed by config and weights file)."""
         weights = resolve_weights(spec.pretrained or "")
         stat = weights.stat() if weights.is_file() else None
-        key = digest({"eval": to_dict(cfg), "arch": spec.arch, "weights": str(weights), "vision": spec.vision,
-                      "size": stat.st_size if stat else 0, "mtime": stat.st_mtime_ns if stat else 0})
+        key = digest(
+            {
+                "eval": to_dict(cfg),
+                "arch": spec.arch,
+                "weights": str(weights),
+                "vision": spec.vision,
+                "size": stat.st_size if stat else 0,
+                "mtime": stat.st_mtime_ns if stat else 0,
+            }
+        )
         folder = weights.parent if weights.is_file() else self.root / "evaluations"
         cache = folder / f"evaluation-{key}.json"
         if cache.is_file():
             return json.loads(cache.read_text())
         device = resolve_device(self.device)
         log.info("evaluate %s (%s)", name, spec.pretrained)
-        result = evaluate_model(load_clip(spec, device), cfg, heads=TextHeadCache(default_cache_dir()), name=name,
-                                device=device)
+        result = evaluate_model(
+            load_clip(spec, device), cfg, heads=TextHeadCache(default_cache_dir()), name=name, device=device
+        )
         atomic_write_json(cache, result)
         return result

@@ -67,22 +67,50 @@ class DemoPlan:
 
     @staticmethod
     def quick(device: str = "auto") -> DemoPlan:
-        return DemoPlan(100, 100, 64, 40, 30, 40, 32, 2, 300, 5, device, 6000, 3000,
-                        apgd_iterations=3, apgd_targets=1, sanity_samples=16, gap_limit=8)
+        return DemoPlan(
+            100,
+            100,
+            64,
+            40,
+            30,
+            40,
+            32,
+            2,
+            300,
+            5,
+            device,
+            6000,
+            3000,
+            apgd_iterations=3,
+            apgd_targets=1,
+            sanity_samples=16,
+            gap_limit=8,
+        )
 
     def eval_config(self) -> EvalConfig:
         """Final evaluation: PGD, then the reduced chain (APGD-CE then APGD-T with fewer iterations and
         targets, 1 restart; *not* AutoAttack) on what PGD left: the per-sample worst case."""
-        return EvalConfig(limit=self.eval_limit, attack=REDUCED_CHAIN, pgd=PGDSettings(steps=self.eval_steps),
-                          apgd_ce=APGDSettings(self.apgd_iterations, restarts=1),
-                          apgd_t=TargetedSettings(self.apgd_iterations, restarts=1, targets=self.apgd_targets),
-                          sanity_samples=self.sanity_samples)
+        return EvalConfig(
+            limit=self.eval_limit,
+            attack=REDUCED_CHAIN,
+            pgd=PGDSettings(steps=self.eval_steps),
+            apgd_ce=APGDSettings(self.apgd_iterations, restarts=1),
+            apgd_t=TargetedSettings(self.apgd_iterations, restarts=1, targets=self.apgd_targets),
+            sanity_samples=self.sanity_samples,
+        )
 
     def gap_config(self) -> EvalConfig:
         """The reduced chain and then the ``autoattack`` protocol on ``gap_limit`` test images at 2 and 4/255:
         ``racc_by_attack["apgd-t"]`` is the reduced chain's number, ``racc`` adds AutoAttack's."""
-        return replace(self.eval_config(), attack=REDUCED_CHAIN + "+autoattack", limit=self.gap_limit,
-                       eps=[2 / 255, 4 / 255], zero_shot=[], zero_shot_eps=[], sanity=False)
+        return replace(
+            self.eval_config(),
+            attack=REDUCED_CHAIN + "+autoattack",
+            limit=self.gap_limit,
+            eps=[2 / 255, 4 / 255],
+            zero_shot=[],
+            zero_shot_eps=[],
+            sanity=False,
+        )
 
 
 @dataclass
@@ -105,19 +133,45 @@ def world_stages(out: Path, plan: DemoPlan) -> list[Stage]:
     def pretrain(arch: str, steps: int) -> PretrainConfig:
         lr = 2e-3 if steps >= 200 else 3e-3
         optim = OptimConfig(steps=steps, batch_size=plan.pretrain_batch, lr=lr, weight_decay=0.1, warmup=0.05)
-        return PretrainConfig(model=ModelSpec(arch=arch), data=captions, output="", optim=optim, loop=_loop(plan),
-                              eval=EvalConfig(dataset="builtin:shapes:split=val", eps=[], limit=plan.eval_limit))
+        return PretrainConfig(
+            model=ModelSpec(arch=arch),
+            data=captions,
+            output="",
+            optim=optim,
+            loop=_loop(plan),
+            eval=EvalConfig(dataset="builtin:shapes:split=val", eps=[], limit=plan.eval_limit),
+        )
 
     stages = [Stage("pretrain-teacher", run_pretrain, pretrain("mmt-vit-t", plan.pretrain_teacher_steps))]
-    stages += [Stage(f"pretrain-{k}", run_pretrain, pretrain(a, plan.pretrain_student_steps)) for k, a in STUDENTS.items()]
+    stages += [
+        Stage(f"pretrain-{k}", run_pretrain, pretrain(a, plan.pretrain_student_steps)) for k, a in STUDENTS.items()
+    ]
     teacher0 = ModelSpec(arch="mmt-vit-t", pretrained=str(out / "pretrain-teacher" / "model"))
     ft_optim = OptimConfig(steps=plan.clean_steps, batch_size=64, lr=3e-4)
-    stages.append(Stage("teacher-clean", run_finetune, FinetuneConfig(
-        method="clean", model=teacher0, data=train, optim=ft_optim, loop=_loop(plan), eval=_val(plan))))
-    stages.append(Stage("teacher-adv", run_finetune, FinetuneConfig(
-        method="pmg-aft", model=teacher0, data=train, loop=_loop(plan), eval=_val(plan),
-        attack=PGDConfig(eps=4 / 255, steps=2, step_size=2 / 255),
-        optim=replace(ft_optim, steps=plan.adv_steps))))
+    stages.append(
+        Stage(
+            "teacher-clean",
+            run_finetune,
+            FinetuneConfig(
+                method="clean", model=teacher0, data=train, optim=ft_optim, loop=_loop(plan), eval=_val(plan)
+            ),
+        )
+    )
+    stages.append(
+        Stage(
+            "teacher-adv",
+            run_finetune,
+            FinetuneConfig(
+                method="pmg-aft",
+                model=teacher0,
+                data=train,
+                loop=_loop(plan),
+                eval=_val(plan),
+                attack=PGDConfig(eps=4 / 255, steps=2, step_size=2 / 255),
+                optim=replace(ft_optim, steps=plan.adv_steps),
+            ),
+        )
+    )
     for stage in stages:
         stage.cfg.output = str(out / stage.name)
     return stages
@@ -142,11 +196,14 @@ def student_recipe(world: Path, plan: DemoPlan, key: str, lora: bool = False) ->
         student=ModelSpec(arch=STUDENTS[key], pretrained=str(world / f"pretrain-{key}" / "model")),
         teacher_clean=ModelSpec(arch="mmt-vit-t", pretrained=str(world / "teacher-clean" / "model")),
         teacher_adv=ModelSpec(arch="mmt-vit-t", pretrained=str(world / "teacher-adv" / "model")),
-        data=f"builtin:shapes:split=train,n={plan.train_n}", output="",
-        lora=LoraConfig(enabled=lora, target_modules=list(LORA_TARGETS) if lora else []), eval=_val(plan),
+        data=f"builtin:shapes:split=train,n={plan.train_n}",
+        output="",
+        lora=LoraConfig(enabled=lora, target_modules=list(LORA_TARGETS) if lora else []),
+        eval=_val(plan),
         # the LoRA student trains against eps 4/255 (validation: +4.4 racc at 2/255 over 2/255 training)
-        attack=InnerAttackConfig(eps=4 / 255, steps=plan.inner_steps, step_size=2 / 255) if lora else
-        InnerAttackConfig(eps=2 / 255, steps=plan.inner_steps, step_size=1 / 255),
+        attack=InnerAttackConfig(eps=4 / 255, steps=plan.inner_steps, step_size=2 / 255)
+        if lora
+        else InnerAttackConfig(eps=2 / 255, steps=plan.inner_steps, step_size=1 / 255),
         loss=LossConfig(strategy=StrategyConfig(name="confidence")),
         optim=OptimConfig(steps=plan.distill_steps, batch_size=plan.distill_batch, lr=LORA_LR if lora else 2e-3),
         loop=_loop(plan, eval_every=max(plan.distill_steps // 4, 1), checkpoint_every=plan.distill_steps // 2 or 1),
@@ -166,7 +223,9 @@ def plan_stages(out: Path, plan: DemoPlan) -> list[Stage]:
         stages.append(Stage(f"distill-{key}-adv-only", run_distill, baseline(mmt)))
         stages.append(Stage(f"distill-{key}-confidence", run_distill, mmt))
     if DEMO_LORA:
-        stages.append(Stage("distill-vit-s-lora-confidence", run_distill, student_recipe(out, plan, "vit-s", lora=True)))
+        stages.append(
+            Stage("distill-vit-s-lora-confidence", run_distill, student_recipe(out, plan, "vit-s", lora=True))
+        )
     for stage in stages:
         stage.cfg.output = str(out / stage.name)
     return stages
@@ -192,9 +251,11 @@ def run_stages(stages: list[Stage], force: bool, keep_foreign: bool = False) -> 
     for i, stage in enumerate(stages, 1):
         done = None if force else _finished(stage)
         if done is None and keep_foreign and (Path(stage.cfg.output) / "summary.json").is_file():
-            raise UserError(f"{stage.cfg.output} holds a finished {stage.name} run with another config (other "
-                            "sizes, --quick on one side only, or another --device); it is left alone: pass a "
-                            "--world built with the same settings, or a new folder")
+            raise UserError(
+                f"{stage.cfg.output} holds a finished {stage.name} run with another config (other "
+                "sizes, --quick on one side only, or another --device); it is left alone: pass a "
+                "--world built with the same settings, or a new folder"
+            )
         if done is not None:
             log.info("[%d/%d] %s: reusing the finished run in %s", i, len(stages), stage.name, stage.cfg.output)
             stage.summary, seconds[stage.name] = done, 0.0

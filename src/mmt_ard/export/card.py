@@ -25,8 +25,11 @@ from mmt_ard.errors import UserError
 from mmt_ard.io import atomic_write_text, code_version
 
 LIBRARY = {"open_clip": "open_clip", "hf": "transformers", "vision-state-dict": "pytorch"}
-PIPELINE = {"open_clip": "zero-shot-image-classification", "hf": "image-feature-extraction",
-            "vision-state-dict": "image-feature-extraction"}
+PIPELINE = {
+    "open_clip": "zero-shot-image-classification",
+    "hf": "image-feature-extraction",
+    "vision-state-dict": "image-feature-extraction",
+}
 TAGS = ["clip", "adversarial-robustness", "robust-distillation", "mmt-ard"]
 NORM_NAMES = {"linf": "Linf", "l2": "L2"}
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -61,22 +64,30 @@ class CardEvaluation:
         try:
             data = json.loads(path.read_text())
         except (OSError, ValueError) as e:
-            raise UserError(f"cannot read the results file {path}: {e}; pass the results.json `mmt-ard evaluate` "
-                            "wrote") from e
+            raise UserError(
+                f"cannot read the results file {path}: {e}; pass the results.json `mmt-ard evaluate` wrote"
+            ) from e
         results = data.get("results", data) if isinstance(data, dict) else {}
         if name is None and len(results) != 1:
-            raise UserError(f"{path} holds {len(results)} models ({', '.join(results)}); name one: "
-                            f"--results {path}:NAME")
+            raise UserError(
+                f"{path} holds {len(results)} models ({', '.join(results)}); name one: --results {path}:NAME"
+            )
         name = name or next(iter(results))
         if name not in results or "acc" not in results[name]:
             raise UserError(f"{path} has no model {name!r}; it has {', '.join(results) or 'none'}")
         res = results[name]
         protocol = res.get("protocol") or {}
-        return cls(acc=res["acc"], racc=dict(res.get("racc", {})), dataset=res.get("dataset", "(not recorded)"),
-                   protocol=protocol.get("name", res.get("attack", "pgd")),
-                   protocol_summary=protocol.get("summary", "(not recorded: results from an older version)"),
-                   source=f"{path}:{name}", n=res.get("n"), zero_shot=dict(res.get("zero_shot", {})),
-                   norm=protocol.get("norm", "linf"))
+        return cls(
+            acc=res["acc"],
+            racc=dict(res.get("racc", {})),
+            dataset=res.get("dataset", "(not recorded)"),
+            protocol=protocol.get("name", res.get("attack", "pgd")),
+            protocol_summary=protocol.get("summary", "(not recorded: results from an older version)"),
+            source=f"{path}:{name}",
+            n=res.get("n"),
+            zero_shot=dict(res.get("zero_shot", {})),
+            norm=protocol.get("norm", "linf"),
+        )
 
     @classmethod
     def from_run(cls, run: Path) -> CardEvaluation | None:
@@ -97,8 +108,16 @@ class CardEvaluation:
             return None
         racc = {k.removeprefix("racc/"): v for k, v in val.items() if k.startswith("racc/")}
         protocol, text = _protocol_of(section)
-        return cls(acc=val["acc"], racc=racc, dataset=section.get("dataset", "(not recorded)"), protocol=protocol,
-                   protocol_summary=text, source=where, n=section.get("limit"), norm=section.get("norm", "linf"))
+        return cls(
+            acc=val["acc"],
+            racc=racc,
+            dataset=section.get("dataset", "(not recorded)"),
+            protocol=protocol,
+            protocol_summary=text,
+            source=where,
+            n=section.get("limit"),
+            norm=section.get("norm", "linf"),
+        )
 
 
 def _protocol_of(section: dict[str, Any]) -> tuple[str, str]:
@@ -134,8 +153,12 @@ def _training(run: Path | None) -> dict[str, Any]:
 
 def metadata(fmt: str, arch: str, evaluation: CardEvaluation | None, training: dict[str, Any]) -> dict[str, Any]:
     """The card's YAML front matter (Hugging Face model card metadata)."""
-    meta: dict[str, Any] = {"library_name": LIBRARY[fmt], "pipeline_tag": PIPELINE[fmt], "tags": [*TAGS, arch],
-                            "license": "other"}
+    meta: dict[str, Any] = {
+        "library_name": LIBRARY[fmt],
+        "pipeline_tag": PIPELINE[fmt],
+        "tags": [*TAGS, arch],
+        "license": "other",
+    }
     base = base_model(training)
     if base is not None:  # the Hub checks base_model: only a Hub id goes here, anything else is in the body
         meta["base_model"] = base
@@ -145,13 +168,27 @@ def metadata(fmt: str, arch: str, evaluation: CardEvaluation | None, training: d
         meta["metrics"] = ["accuracy", "robust-accuracy"]
         metrics = [{"type": "accuracy", "name": "clean accuracy", "value": evaluation.acc}]
         norm = NORM_NAMES.get(evaluation.norm, evaluation.norm)
-        metrics += [{"type": "robust-accuracy", "name": f"robust accuracy ({evaluation.protocol}, {norm} eps {eps})",
-                     "value": value, "args": {"eps": eps, "protocol": evaluation.protocol}}
-                    for eps, value in evaluation.racc.items()]
-        meta["model-index"] = [{"name": arch, "results": [{
-            "task": {"type": "zero-shot-image-classification"},
-            "dataset": {"name": evaluation.dataset or "unknown", "type": evaluation.dataset or "unknown"},
-            "metrics": metrics}]}]
+        metrics += [
+            {
+                "type": "robust-accuracy",
+                "name": f"robust accuracy ({evaluation.protocol}, {norm} eps {eps})",
+                "value": value,
+                "args": {"eps": eps, "protocol": evaluation.protocol},
+            }
+            for eps, value in evaluation.racc.items()
+        ]
+        meta["model-index"] = [
+            {
+                "name": arch,
+                "results": [
+                    {
+                        "task": {"type": "zero-shot-image-classification"},
+                        "dataset": {"name": evaluation.dataset or "unknown", "type": evaluation.dataset or "unknown"},
+                        "metrics": metrics,
+                    }
+                ],
+            }
+        ]
     return meta
 
 
@@ -162,48 +199,90 @@ def _body(fmt: str, arch: str, evaluation: CardEvaluation | None, training: dict
         lines += [f"Student: `{_spec(training.get('student') or training.get('model'))}`.", ""]
     if training.get("teacher_adv"):
         strategy = (loss.get("strategy") or {}).get("name", "confidence")
-        lines += ["Distilled with multi-teacher adversarial robust distillation (MMT-ARD, arXiv 2511.17448): "
-                  f"the student learned from a clean teacher (`{_spec(training.get('teacher_clean'))}`) on clean "
-                  f"images and an adversarial teacher (`{_spec(training['teacher_adv'])}`) on its own adversarial "
-                  f"examples, weighting `{strategy}`, gamma {loss.get('gamma', 1.0)}.", ""]
+        lines += [
+            (
+                "Distilled with multi-teacher adversarial robust distillation (MMT-ARD, arXiv 2511.17448): "
+                f"the student learned from a clean teacher (`{_spec(training.get('teacher_clean'))}`) on clean "
+                f"images and an adversarial teacher (`{_spec(training['teacher_adv'])}`) on its own adversarial "
+                f"examples, weighting `{strategy}`, gamma {loss.get('gamma', 1.0)}."
+            ),
+            "",
+        ]
     else:
         lines += ["A CLIP model exported by mmt-ard.", ""]
     if evaluation is None:
-        lines += ["## Evaluation", "", "Not evaluated: export with `--results RESULTS.json[:NAME]` (from "
-                  "`mmt-ard evaluate`) or from a run folder with a finished validation to carry numbers.", ""]
+        lines += [
+            "## Evaluation",
+            "",
+            (
+                "Not evaluated: export with `--results RESULTS.json[:NAME]` (from "
+                "`mmt-ard evaluate`) or from a run folder with a finished validation to carry numbers."
+            ),
+            "",
+        ]
     else:
         n = f", {evaluation.n} images" if evaluation.n else ""
-        lines += ["## Evaluation", "",
-                  f"On `{evaluation.dataset}`{n}; robust accuracy is the per-sample worst case under the protocol "
-                  f"`{evaluation.protocol}`: {evaluation.protocol_summary}; "
-                  f"{NORM_NAMES.get(evaluation.norm, evaluation.norm)}, float32, eval mode.", "",
-                  "| eps | clean accuracy | robust accuracy |", "|---|---|---|"]
+        lines += [
+            "## Evaluation",
+            "",
+            (
+                f"On `{evaluation.dataset}`{n}; robust accuracy is the per-sample worst case under the protocol "
+                f"`{evaluation.protocol}`: {evaluation.protocol_summary}; "
+                f"{NORM_NAMES.get(evaluation.norm, evaluation.norm)}, float32, eval mode."
+            ),
+            "",
+            "| eps | clean accuracy | robust accuracy |",
+            "|---|---|---|",
+        ]
         lines += [f"| {eps} | {evaluation.acc:.2f} | {value:.2f} |" for eps, value in evaluation.racc.items()]
         eps = list(evaluation.racc)
-        lines += ["", f"Eps range: {eps[0]} to {eps[-1]}." if eps else "No robust accuracy measured.",
-                  f"Numbers copied from `{evaluation.source}`.", ""]
+        lines += [
+            "",
+            f"Eps range: {eps[0]} to {eps[-1]}." if eps else "No robust accuracy measured.",
+            f"Numbers copied from `{evaluation.source}`.",
+            "",
+        ]
         if evaluation.zero_shot:
             lines += ["Zero-shot (clean): " + ", ".join(f"{k} {v:.2f}" for k, v in evaluation.zero_shot.items()), ""]
     if training:
-        recipe = {k: training[k] for k in ("student", "teacher_clean", "teacher_adv", "data", "attack", "loss",
-                                           "optim", "lora") if k in training}
-        lines += ["## Training", "", f"Run folder: `{run}`. Its config (`config.yaml`):", "", "```yaml",
-                  yaml.safe_dump(recipe, sort_keys=False).rstrip(), "```", ""]
+        recipe = {
+            k: training[k]
+            for k in ("student", "teacher_clean", "teacher_adv", "data", "attack", "loss", "optim", "lora")
+            if k in training
+        }
+        lines += [
+            "## Training",
+            "",
+            f"Run folder: `{run}`. Its config (`config.yaml`):",
+            "",
+            "```yaml",
+            yaml.safe_dump(recipe, sort_keys=False).rstrip(),
+            "```",
+            "",
+        ]
         if attack:
             lines += [f"Training attack: eps {attack.get('eps')}, {attack.get('steps')} PGD steps.", ""]
-    lines += ["## Use", "", USE[fmt], "", "## Provenance", "",
-              "Code: " + ", ".join(f"{k} {v}" for k, v in code_version().items()) + ".", ""]
+    lines += [
+        "## Use",
+        "",
+        USE[fmt],
+        "",
+        "## Provenance",
+        "",
+        "Code: " + ", ".join(f"{k} {v}" for k, v in code_version().items()) + ".",
+        "",
+    ]
     return "\n".join(lines)
 
 
 USE = {
     "open_clip": "`open_clip.create_model_and_transforms(ARCH, pretrained='open_clip_model.safetensors')`, or "
-                 "`mmt-ard evaluate --model NAME=THIS_FOLDER`.",
+    "`mmt-ard evaluate --model NAME=THIS_FOLDER`.",
     "hf": "`transformers.CLIPVisionModelWithProjection.from_pretrained(THIS_FOLDER)` (or `CLIPVisionModel`, e.g. as "
-          "LLaVA-1.5's `mm_vision_tower`); `huggingface_hub.upload_folder(folder_path=THIS_FOLDER, repo_id=...)` "
-          "uploads it with this card.",
+    "LLaVA-1.5's `mm_vision_tower`); `huggingface_hub.upload_folder(folder_path=THIS_FOLDER, repo_id=...)` "
+    "uploads it with this card.",
     "vision-state-dict": "`visual.load_state_dict(torch.load('vision_encoder.pt', weights_only=True))` on the "
-                         "architecture in `vision_info.json`, or `mmt-ard evaluate --model NAME=ARCH,vision=PATH`.",
+    "architecture in `vision_info.json`, or `mmt-ard evaluate --model NAME=ARCH,vision=PATH`.",
 }
 
 

@@ -75,7 +75,9 @@ def check_convertible(visual: nn.Module, arch: str) -> dict[str, Any]:
     if not isinstance(visual, VisionTransformer):
         raise _refuse(arch, f"its vision tower is a {type(visual).__name__}, and HF's CLIP only has ViTs")
     if visual.attn_pool is not None or visual.pool_type != "tok" or visual.final_ln_after_pool:
-        raise _refuse(arch, "it does not pool the CLS token after ln_post (attn_pool / pool_type / final_ln_after_pool)")
+        raise _refuse(
+            arch, "it does not pool the CLS token after ln_post (attn_pool / pool_type / final_ln_after_pool)"
+        )
     if not isinstance(visual.ln_pre, nn.LayerNorm):
         raise _refuse(arch, "it has no ln_pre (HF's CLIP always applies pre_layrnorm)")
     if visual.conv1.bias is not None or visual.proj is None:
@@ -109,14 +111,22 @@ def _block_state(block: ResidualAttentionBlock, prefix: str) -> dict[str, torch.
     q_w, k_w, v_w = block.attn.in_proj_weight.chunk(3, dim=0)  # rows: q, then k, then v
     q_b, k_b, v_b = block.attn.in_proj_bias.chunk(3, dim=0)
     pairs = {
-        "self_attn.q_proj.weight": q_w, "self_attn.q_proj.bias": q_b,
-        "self_attn.k_proj.weight": k_w, "self_attn.k_proj.bias": k_b,
-        "self_attn.v_proj.weight": v_w, "self_attn.v_proj.bias": v_b,
-        "self_attn.out_proj.weight": block.attn.out_proj.weight, "self_attn.out_proj.bias": block.attn.out_proj.bias,
-        "layer_norm1.weight": block.ln_1.weight, "layer_norm1.bias": block.ln_1.bias,
-        "layer_norm2.weight": block.ln_2.weight, "layer_norm2.bias": block.ln_2.bias,
-        "mlp.fc1.weight": block.mlp.c_fc.weight, "mlp.fc1.bias": block.mlp.c_fc.bias,
-        "mlp.fc2.weight": block.mlp.c_proj.weight, "mlp.fc2.bias": block.mlp.c_proj.bias,
+        "self_attn.q_proj.weight": q_w,
+        "self_attn.q_proj.bias": q_b,
+        "self_attn.k_proj.weight": k_w,
+        "self_attn.k_proj.bias": k_b,
+        "self_attn.v_proj.weight": v_w,
+        "self_attn.v_proj.bias": v_b,
+        "self_attn.out_proj.weight": block.attn.out_proj.weight,
+        "self_attn.out_proj.bias": block.attn.out_proj.bias,
+        "layer_norm1.weight": block.ln_1.weight,
+        "layer_norm1.bias": block.ln_1.bias,
+        "layer_norm2.weight": block.ln_2.weight,
+        "layer_norm2.bias": block.ln_2.bias,
+        "mlp.fc1.weight": block.mlp.c_fc.weight,
+        "mlp.fc1.bias": block.mlp.c_fc.bias,
+        "mlp.fc2.weight": block.mlp.c_proj.weight,
+        "mlp.fc2.bias": block.mlp.c_proj.bias,
     }
     return {prefix + k: v for k, v in pairs.items()}
 
@@ -128,8 +138,10 @@ def hf_state_dict(visual: VisionTransformer) -> dict[str, torch.Tensor]:
         vm + "embeddings.class_embedding": visual.class_embedding,
         vm + "embeddings.patch_embedding.weight": visual.conv1.weight,
         vm + "embeddings.position_embedding.weight": visual.positional_embedding,
-        vm + "pre_layrnorm.weight": visual.ln_pre.weight, vm + "pre_layrnorm.bias": visual.ln_pre.bias,
-        vm + "post_layernorm.weight": visual.ln_post.weight, vm + "post_layernorm.bias": visual.ln_post.bias,
+        vm + "pre_layrnorm.weight": visual.ln_pre.weight,
+        vm + "pre_layrnorm.bias": visual.ln_pre.bias,
+        vm + "post_layernorm.weight": visual.ln_post.weight,
+        vm + "post_layernorm.bias": visual.ln_post.bias,
         "visual_projection.weight": visual.proj.T,
     }
     for i, block in enumerate(visual.transformer.resblocks):

@@ -51,9 +51,7 @@ class PixelCLIP(nn.Module):
     def normalize_pixels(self, x: torch.Tensor) -> torch.Tensor:
         """[0, 1] images (B, 3, H, W) -> the model's normalized input at its resolution."""
         if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
-            x = F.interpolate(
-                x, size=(self.image_size, self.image_size), mode="bilinear", antialias=True
-            )
+            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", antialias=True)
         return (x - self.mean) / self.std
 
     def encode_image(self, x: torch.Tensor, normalize: bool = True) -> torch.Tensor:

@@ -55,8 +55,9 @@ def hold_in(module: nn.Module, dtype: torch.dtype) -> nn.Module:
         raise ValueError(f"{type(module).__name__} is already held in {module._held_dtype}")
     module.to(dtype)
     module._held_dtype = dtype
-    module.register_forward_pre_hook(lambda m, args, kwargs: (_cast_floats(args, dtype), _cast_floats(kwargs, dtype)),
-                                     with_kwargs=True)
+    module.register_forward_pre_hook(
+        lambda m, args, kwargs: (_cast_floats(args, dtype), _cast_floats(kwargs, dtype)), with_kwargs=True
+    )
     module.register_forward_hook(lambda m, args, out: _cast_floats(out, torch.float32))
     return module
 
@@ -83,7 +84,7 @@ class Frozen(nn.Module):
         self.autocast = autocast
         super().train(False)
 
-    def train(self, mode: bool = True) -> Frozen:  # noqa: ARG002 - the mode is ignored on purpose
+    def train(self, mode: bool = True) -> Frozen:
         return super().train(False)
 
     def forward(self, *args, **kwargs):  # type: ignore[no-untyped-def]

@@ -110,7 +110,7 @@ def _tensor_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
 def _strip(key: str, prefixes: tuple[str, ...]) -> str:
     for prefix in prefixes:
         if key.startswith(prefix):
-            return key[len(prefix):]
+            return key[len(prefix) :]
     return key
 
 
@@ -193,7 +193,10 @@ def _warn_if_gelu_twin(arch: str, source: str) -> None:
     if not uses_quick_gelu(arch) and twin in open_clip.list_models():
         log.warning(
             "%s builds GELU; if %s derives from OpenAI CLIP (as FARE, TeCoA, PMG-AFT and the paper's "
-            "models do) pass %s instead, or accuracy silently drops", arch, source, twin,
+            "models do) pass %s instead, or accuracy silently drops",
+            arch,
+            source,
+            twin,
         )
 
 
@@ -219,7 +222,7 @@ def _create(arch: str, pretrained: str | None) -> nn.Module:
         )
     try:
         return open_clip.create_model(arch, pretrained=pretrained)
-    except Exception as e:  # network or cache failures come in many types
+    except Exception as e:  # noqa: BLE001 - network or cache failures come in many types
         raise UserError(
             f"could not load open_clip weights {arch}/{pretrained}: {str(e).splitlines()[0][:200]}. "
             "Without a network, download the checkpoint elsewhere and pass its file path."

@@ -26,7 +26,7 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("MMT_ARD_CACHE", Path.home() / ".cache" / "mmt_ard"))
 
 
-def update_with_tensors(h: "hashlib._Hash", tensors: dict[str, torch.Tensor]) -> None:
+def update_with_tensors(h: hashlib._Hash, tensors: dict[str, torch.Tensor]) -> None:
     """Feed every ``name`` and the raw bytes of its tensor to ``h``, in name order."""
     for name, tensor in sorted(tensors.items()):
         h.update(name.encode())
@@ -54,9 +54,7 @@ class TextHeadCache:
         h.update("\x1f".join(templates).encode())
         return h.hexdigest()[:32]
 
-    def head(
-        self, clip: PixelCLIP, classnames: Sequence[str], templates: Sequence[str]
-    ) -> torch.Tensor:
+    def head(self, clip: PixelCLIP, classnames: Sequence[str], templates: Sequence[str]) -> torch.Tensor:
         """The (C, D) head of ``clip`` for these classes, computed at most once."""
         key = self.key(clip, classnames, templates)
         if key in self._memory:
@@ -76,7 +74,7 @@ class TextHeadCache:
         try:
             head = torch.load(path, map_location="cpu", weights_only=True)
             return head if isinstance(head, torch.Tensor) else None
-        except Exception:  # a damaged cache entry is recomputed, never fatal
+        except Exception:  # noqa: BLE001 - a damaged cache entry is recomputed, never fatal
             log.warning("ignoring unreadable text-head cache entry %s", path)
             return None
 

@@ -10,5 +10,16 @@ from mmt_ard.reporting.gather import load_run, load_runs
 from mmt_ard.reporting.model import Figure, Image, Radar, Run, Section, Table, format_cell
 from mmt_ard.reporting.writer import default_output, write_report
 
-__all__ = ["Figure", "Image", "Radar", "Run", "Section", "Table", "default_output", "format_cell", "load_run",
-           "load_runs", "write_report"]
+__all__ = [
+    "Figure",
+    "Image",
+    "Radar",
+    "Run",
+    "Section",
+    "Table",
+    "default_output",
+    "format_cell",
+    "load_run",
+    "load_runs",
+    "write_report",
+]

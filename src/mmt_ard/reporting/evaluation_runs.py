@@ -27,8 +27,11 @@ CLEAN_NOTE = "* clean zero-shot accuracy (robust zero-shot not measured; see eva
 
 def is_evaluation_results(data: Any) -> bool:
     """True for a non-empty dict of model name -> evaluation dict (with ``acc`` and ``racc``)."""
-    return (isinstance(data, dict) and bool(data)
-            and all(isinstance(v, dict) and "acc" in v and isinstance(v.get("racc"), dict) for v in data.values()))
+    return (
+        isinstance(data, dict)
+        and bool(data)
+        and all(isinstance(v, dict) and "acc" in v and isinstance(v.get("racc"), dict) for v in data.values())
+    )
 
 
 def evaluation_run(folder: Path, results: Results) -> Run:
@@ -43,8 +46,12 @@ def evaluation_run(folder: Path, results: Results) -> Run:
         folder=folder,
         title=f"{folder.resolve().name}: {source} results",
         kind="evaluation",
-        meta={"source": source, "models": str(len(results)), "eps": ", ".join(eps) or "-",
-              "attack": ", ".join(attacks)},
+        meta={
+            "source": source,
+            "models": str(len(results)),
+            "eps": ", ".join(eps) or "-",
+            "attack": ", ".join(attacks),
+        },
         summary=[_finding(r) for r in radars],
         tables=evaluation_tables(results),
         figures=[Figure(id="curves", title="Training curves", path=curves)] if curves.is_file() else [],
@@ -57,23 +64,33 @@ def check_evaluation(results: Results, where: str) -> None:
     for name, res in results.items():
         for key in ("sum_acc", "zero_shot", "zero_shot_racc", "racc_by_attack", "sanity"):
             if res.get(key) is not None and not isinstance(res[key], dict):
-                raise UserError(f"{where}: {name} {key} must be an object, got {type(res[key]).__name__}; "
-                                "rerun `mmt-ard evaluate` to rewrite the file")
-        numbers = {"acc": res["acc"], **{f"racc[{k}]": v for k, v in res["racc"].items()},
-                   **{f"sum_acc[{k}]": v for k, v in (res.get("sum_acc") or {}).items()},
-                   **{f"zero_shot[{k}]": v for k, v in (res.get("zero_shot") or {}).items()}}
+                raise UserError(
+                    f"{where}: {name} {key} must be an object, got {type(res[key]).__name__}; "
+                    "rerun `mmt-ard evaluate` to rewrite the file"
+                )
+        numbers = {
+            "acc": res["acc"],
+            **{f"racc[{k}]": v for k, v in res["racc"].items()},
+            **{f"sum_acc[{k}]": v for k, v in (res.get("sum_acc") or {}).items()},
+            **{f"zero_shot[{k}]": v for k, v in (res.get("zero_shot") or {}).items()},
+        }
         for key, value in numbers.items():
             if not isinstance(value, (int, float)) or isinstance(value, bool):
-                raise UserError(f"{where}: {name} {key} must be a number in percent, got {value!r}; "
-                                "rerun `mmt-ard evaluate` to rewrite the file")
+                raise UserError(
+                    f"{where}: {name} {key} must be a number in percent, got {value!r}; "
+                    "rerun `mmt-ard evaluate` to rewrite the file"
+                )
 
 
 def evaluation_tables(results: Results) -> list[Table]:
     """Students and teachers in the Table-1 layout, then zero-shot, PGD vs the whole chain, sanity tables."""
     students = {k: v for k, v in results.items() if not k.startswith(TEACHERS)}
     teachers = {k: v for k, v in results.items() if k.startswith(TEACHERS)}
-    tables = [table1(group, "students" if i == 0 else "teachers", title)
-              for i, (group, title) in enumerate(((students, "Students"), (teachers, "Teachers"))) if group]
+    tables = [
+        table1(group, "students" if i == 0 else "teachers", title)
+        for i, (group, title) in enumerate(((students, "Students"), (teachers, "Teachers")))
+        if group
+    ]
     protocols = sorted({r["protocol"]["summary"] for r in results.values() if isinstance(r.get("protocol"), dict)})
     for table in tables:  # every number says which protocol made it
         table.notes += [f"racc: per-sample worst case under {p}." for p in protocols]
@@ -108,8 +125,12 @@ def table1(results: Results, table_id: str, title: str) -> Table:
                     row += [None] * 4
                     continue
                 racc, zero = res["racc"].get(eps), clip_zero(res, eps)
-                row += [res["acc"], racc, res.get("sum_acc", {}).get(eps) if racc is not None else None,
-                        None if zero == "-" else zero]
+                row += [
+                    res["acc"],
+                    racc,
+                    res.get("sum_acc", {}).get(eps) if racc is not None else None,
+                    None if zero == "-" else zero,
+                ]
             rows.append(row)
     starred = any(isinstance(c, str) and c.endswith("*") for row in rows for c in row[2:])
     return Table(id=table_id, title=title, columns=columns, rows=rows, notes=[CLEAN_NOTE] if starred else [])
@@ -133,16 +154,25 @@ def attack_gap_table(results: Results) -> Table | None:
         pgd = res.get("racc_by_attack", {}).get("pgd")
         if chain[0] != "pgd" or len(chain) < 2 or not pgd:
             continue
-        rows += [[name, eps, pgd[eps], worst, round(pgd[eps] - worst, 2)]
-                 for eps, worst in res["racc"].items() if eps in pgd]
+        rows += [
+            [name, eps, pgd[eps], worst, round(pgd[eps] - worst, 2)] for eps, worst in res["racc"].items() if eps in pgd
+        ]
     if not rows:
         return None
     chains = sorted({str(res.get("attack")) for res in results.values() if res.get("racc_by_attack", {}).get("pgd")})
-    return Table(id="pgd-vs-chain", title="PGD alone vs the whole attack chain",
-                 columns=["model", "eps", "racc PGD", "racc worst case (chain)", "gap PGD - chain"], rows=rows,
-                 notes=[f"Chain: {', '.join(f'`{c}`' for c in chains)}. racc in the tables above is the per-sample "
-                        "worst case over every attack of the chain; the gap is how much PGD alone overstates "
-                        "robustness."])
+    return Table(
+        id="pgd-vs-chain",
+        title="PGD alone vs the whole attack chain",
+        columns=["model", "eps", "racc PGD", "racc worst case (chain)", "gap PGD - chain"],
+        rows=rows,
+        notes=[
+            (
+                f"Chain: {', '.join(f'`{c}`' for c in chains)}. racc in the tables above is the per-sample "
+                "worst case over every attack of the chain; the gap is how much PGD alone overstates "
+                "robustness."
+            )
+        ],
+    )
 
 
 def sanity_table(results: Results) -> Table | None:
@@ -152,15 +182,23 @@ def sanity_table(results: Results) -> Table | None:
         flags = res.get("sanity") or {}
         if not flags:
             continue
-        bad = {k: f if isinstance(f, dict) else {"detail": repr(f)} for k, f in flags.items()
-               if not (isinstance(f, dict) and f.get("ok"))}
-        verdict = f"all {len(flags)} checks pass" if not bad else "FAILED: " + "; ".join(
-            f"{k} ({f.get('detail', '')}; try: {f.get('fix', '-')})" for k, f in bad.items())
+        bad = {
+            k: f if isinstance(f, dict) else {"detail": repr(f)}
+            for k, f in flags.items()
+            if not (isinstance(f, dict) and f.get("ok"))
+        }
+        verdict = (
+            f"all {len(flags)} checks pass"
+            if not bad
+            else "FAILED: "
+            + "; ".join(f"{k} ({f.get('detail', '')}; try: {f.get('fix', '-')})" for k, f in bad.items())
+        )
         rows.append([name, verdict])
     if not rows:
         return None
-    return Table(id="sanity", title="Sanity checks (gradient masking, weak attacks)", columns=["model", "result"],
-                 rows=rows)
+    return Table(
+        id="sanity", title="Sanity checks (gradient masking, weak attacks)", columns=["model", "result"], rows=rows
+    )
 
 
 def evaluation_radars(results: Results) -> list[Radar]:
@@ -193,8 +231,12 @@ def _radar(group: str, pair: list[dict[str, Any]]) -> Radar | None:
         for v, z in zip(values, zero):
             v.append(float(z.rstrip("*")))
     note = " (* clean zero-shot)" if axes[-1].endswith("*") else ""
-    return Radar(student=group, axes=axes, series=dict(zip(RADAR_METHODS, values)),
-                 title=f"{group}: {' vs '.join(RADAR_METHODS)} at eps {eps}{note}")
+    return Radar(
+        student=group,
+        axes=axes,
+        series=dict(zip(RADAR_METHODS, values)),
+        title=f"{group}: {' vs '.join(RADAR_METHODS)} at eps {eps}{note}",
+    )
 
 
 def _finding(radar: Radar) -> str:

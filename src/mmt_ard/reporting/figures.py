@@ -12,8 +12,13 @@ import math
 from mmt_ard.errors import UserError
 from mmt_ard.reporting.model import Figure, Image, Radar
 
-IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif": "image/gif",
-               ".svg": "image/svg+xml"}
+IMAGE_TYPES = {
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".gif": "image/gif",
+    ".svg": "image/svg+xml",
+}
 SIGNATURES = {"image/png": b"\x89PNG\r\n\x1a\n", "image/jpeg": b"\xff\xd8\xff", "image/gif": b"GIF8"}
 RADAR_SIZE = 5.0  # inches; at 100 dpi a 500 px square before tight cropping
 
@@ -39,8 +44,9 @@ def radar_png(radar: Radar, dpi: int = 100) -> bytes:
         radii = [max(v, 0.0) / peak for v, peak in zip(values, peaks)]
         ax.plot(angles + angles[:1], radii + radii[:1], marker="o", linewidth=1.5, label=name)
         ax.fill(angles + angles[:1], radii + radii[:1], alpha=0.15)
-    labels = [f"{axis}\n" + " / ".join(f"{v[i]:.1f}" for v in radar.series.values())
-              for i, axis in enumerate(radar.axes)]
+    labels = [
+        f"{axis}\n" + " / ".join(f"{v[i]:.1f}" for v in radar.series.values()) for i, axis in enumerate(radar.axes)
+    ]
     ax.set_xticks(angles)
     ax.set_xticklabels(labels, fontsize=9)
     ax.tick_params(axis="x", pad=14)  # keep the labels off the polygons
@@ -65,15 +71,20 @@ def figure_image(figure: Figure, file_name: str) -> Image:
     """A run's figure file read back, checked to be the image type its name says."""
     mime = IMAGE_TYPES.get(figure.path.suffix.lower())
     if mime is None:
-        raise UserError(f"figure {figure.id!r}: {str(figure.path)!r} is not an image type a report can embed; "
-                        f"save it as one of {', '.join(IMAGE_TYPES)}")
+        raise UserError(
+            f"figure {figure.id!r}: {str(figure.path)!r} is not an image type a report can embed; "
+            f"save it as one of {', '.join(IMAGE_TYPES)}"
+        )
     try:
         data = figure.path.read_bytes()
     except OSError as e:
-        raise UserError(f"figure {figure.id!r}: cannot read {str(figure.path)!r} ({e.strerror}); "
-                        "regenerate the figure") from e
+        raise UserError(
+            f"figure {figure.id!r}: cannot read {str(figure.path)!r} ({e.strerror}); regenerate the figure"
+        ) from e
     signature = SIGNATURES.get(mime)
     if not data or (signature and not data.startswith(signature)):
-        raise UserError(f"figure {figure.id!r}: {str(figure.path)!r} is empty or not a {mime} file "
-                        "(truncated or mislabelled); regenerate the figure")
+        raise UserError(
+            f"figure {figure.id!r}: {str(figure.path)!r} is empty or not a {mime} file "
+            "(truncated or mislabelled); regenerate the figure"
+        )
     return Image(file_name=file_name, title=figure.title, data=data, mime=mime)

@@ -57,19 +57,25 @@ def load_run(folder: Path) -> Run:
         raise UserError(f"{str(folder)!r} is a file, not a result folder; pass the folder that holds {RESULTS}")
     path = folder / RESULTS
     if not path.is_file():
-        raise UserError(f"{str(folder)!r} has no {RESULTS}; pass a folder written by {PRODUCERS} "
-                        "(an interrupted run writes it only when it finishes: rerun it)")
+        raise UserError(
+            f"{str(folder)!r} has no {RESULTS}; pass a folder written by {PRODUCERS} "
+            "(an interrupted run writes it only when it finishes: rerun it)"
+        )
     data = read_json(path)
     if isinstance(data, dict) and "kind" in data:
         if data["kind"] != EXPERIMENT_KIND:
-            raise UserError(f"{path}: unknown kind {data['kind']!r}; this version of mmt-ard reads kind "
-                            f"{EXPERIMENT_KIND!r} and the model -> results layout of demo/evaluate "
-                            "(upgrade mmt-ard or point at the right folder)")
+            raise UserError(
+                f"{path}: unknown kind {data['kind']!r}; this version of mmt-ard reads kind "
+                f"{EXPERIMENT_KIND!r} and the model -> results layout of demo/evaluate "
+                "(upgrade mmt-ard or point at the right folder)"
+            )
         return parse_experiment(data, folder)
     if is_evaluation_results(data):
         return evaluation_run(folder, data)
-    raise UserError(f"{path}: not a results file mmt-ard knows: expected {{\"kind\": {EXPERIMENT_KIND!r}, ...}} "
-                    "or a dict of model name -> {\"acc\", \"racc\", ...} as `mmt-ard evaluate` writes")
+    raise UserError(
+        f'{path}: not a results file mmt-ard knows: expected {{"kind": {EXPERIMENT_KIND!r}, ...}} '
+        'or a dict of model name -> {"acc", "racc", ...} as `mmt-ard evaluate` writes'
+    )
 
 
 def read_json(path: Path) -> Any:
@@ -77,8 +83,10 @@ def read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
-        raise UserError(f"{path} is not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}); "
-                        "fix the file or rerun the run that wrote it") from e
+        raise UserError(
+            f"{path} is not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}); "
+            "fix the file or rerun the run that wrote it"
+        ) from e
     except UnicodeDecodeError as e:
         raise UserError(f"{path} is not UTF-8 text; rerun the run that wrote it") from e
 
@@ -89,8 +97,10 @@ def parse_experiment(data: dict[str, Any], folder: Path) -> Run:
     version = data.get("version")
     if version not in VERSIONS:
         known = ", ".join(map(str, VERSIONS))
-        raise UserError(f"{where}: version {version!r} is not one this mmt-ard reads ({known}); "
-                        "upgrade mmt-ard or rerun the experiment")
+        raise UserError(
+            f"{where}: version {version!r} is not one this mmt-ard reads ({known}); "
+            "upgrade mmt-ard or rerun the experiment"
+        )
     title = _optional(data, "title", str, where) or _optional(data, "experiment", str, where) or folder.name
     return Run(
         folder=folder,
@@ -98,12 +108,14 @@ def parse_experiment(data: dict[str, Any], folder: Path) -> Run:
         kind="experiment",
         meta=_experiment_meta(data, where),
         summary=_strings(data.get("summary"), f"{where}: summary"),
-        tables=[_table(t, f"{where}: tables[{i}]")
-                for i, t in enumerate(_list(data.get("tables"), f"{where}: tables"))],
-        figures=[_figure(f, folder, f"{where}: figures[{i}]")
-                 for i, f in enumerate(_list(data.get("figures"), f"{where}: figures"))],
-        radars=[_radar(r, f"{where}: radar[{i}]")
-                for i, r in enumerate(_list(data.get("radar"), f"{where}: radar"))],
+        tables=[
+            _table(t, f"{where}: tables[{i}]") for i, t in enumerate(_list(data.get("tables"), f"{where}: tables"))
+        ],
+        figures=[
+            _figure(f, folder, f"{where}: figures[{i}]")
+            for i, f in enumerate(_list(data.get("figures"), f"{where}: figures"))
+        ],
+        radars=[_radar(r, f"{where}: radar[{i}]") for i, r in enumerate(_list(data.get("radar"), f"{where}: radar"))],
         environment=_optional(data, "environment", dict, where) or {},
     )
 
@@ -132,11 +144,18 @@ def _table(raw: Any, where: str) -> Table:
     rows = []
     for r, row in enumerate(_list(raw.get("rows"), f"{where}: rows")):
         if not isinstance(row, list) or len(row) != len(columns):
-            raise UserError(f"{where}: row {r} has {len(row) if isinstance(row, list) else 'no list of'} cells "
-                            f"for {len(columns)} columns {columns}; give one cell per column (null for none)")
+            raise UserError(
+                f"{where}: row {r} has {len(row) if isinstance(row, list) else 'no list of'} cells "
+                f"for {len(columns)} columns {columns}; give one cell per column (null for none)"
+            )
         rows.append([_cell(c, f"{where}: row {r}, column {columns[i]!r}") for i, c in enumerate(row)])
-    return Table(id=table_id, title=_optional(raw, "title", str, where) or table_id, columns=columns, rows=rows,
-                 notes=_strings(raw.get("notes"), f"{where}: notes"))
+    return Table(
+        id=table_id,
+        title=_optional(raw, "title", str, where) or table_id,
+        columns=columns,
+        rows=rows,
+        notes=_strings(raw.get("notes"), f"{where}: notes"),
+    )
 
 
 def _cell(value: Any, where: str) -> Cell:
@@ -144,8 +163,10 @@ def _cell(value: Any, where: str) -> Cell:
         return value
     if isinstance(value, dict):
         if not _is_number(value.get("mean")):
-            raise UserError(f"{where}: a statistic needs a numeric 'mean', got {value!r}; "
-                            "write {\"mean\": 30.1, \"std\": 0.4, \"n\": 3}")
+            raise UserError(
+                f"{where}: a statistic needs a numeric 'mean', got {value!r}; "
+                'write {"mean": 30.1, "std": 0.4, "n": 3}'
+            )
         if value.get("std") is not None and not _is_number(value["std"]):
             raise UserError(f"{where}: 'std' must be a number, got {value['std']!r}")
         if value.get("n") is not None and not isinstance(value["n"], int):
@@ -153,8 +174,10 @@ def _cell(value: Any, where: str) -> Cell:
         if value.get("mark") is not None and not isinstance(value["mark"], str):
             raise UserError(f"{where}: 'mark' must be text such as \"†\", got {value['mark']!r}")
         return value
-    raise UserError(f"{where}: a cell must be text, a number, null or {{\"mean\", \"std\", \"n\", \"mark\"}}, "
-                    f"got {type(value).__name__} {value!r}")
+    raise UserError(
+        f'{where}: a cell must be text, a number, null or {{"mean", "std", "n", "mark"}}, '
+        f"got {type(value).__name__} {value!r}"
+    )
 
 
 def _figure(raw: Any, folder: Path, where: str) -> Figure:
@@ -164,11 +187,15 @@ def _figure(raw: Any, folder: Path, where: str) -> Figure:
     rel = _required(raw, "path", str, f"{where} ({fig_id!r})")
     path = folder / rel
     if path.suffix.lower() not in IMAGE_TYPES:
-        raise UserError(f"{where} ({fig_id!r}): {rel!r} is not an image type a report can embed; "
-                        f"save it as one of {', '.join(IMAGE_TYPES)}")
+        raise UserError(
+            f"{where} ({fig_id!r}): {rel!r} is not an image type a report can embed; "
+            f"save it as one of {', '.join(IMAGE_TYPES)}"
+        )
     if not path.is_file():
-        raise UserError(f"{where} ({fig_id!r}): the figure file {str(path)!r} does not exist; "
-                        "write it there (paths are relative to the result folder) or drop the entry from 'figures'")
+        raise UserError(
+            f"{where} ({fig_id!r}): the figure file {str(path)!r} does not exist; "
+            "write it there (paths are relative to the result folder) or drop the entry from 'figures'"
+        )
     return Figure(id=fig_id, title=_optional(raw, "title", str, where) or fig_id, path=path)
 
 
@@ -185,10 +212,15 @@ def _radar(raw: Any, where: str) -> Radar:
         raise UserError(f"{where}: series is empty; give at least one method -> values")
     for name, values in series.items():
         if not isinstance(values, list) or len(values) != len(axes) or not all(_is_number(v) for v in values):
-            raise UserError(f"{where}: series {name!r} must be {len(axes)} numbers, one per axis {axes}, "
-                            f"got {values!r}")
-    return Radar(student=student, axes=axes, series={k: [float(v) for v in vs] for k, vs in series.items()},
-                 title=_optional(raw, "title", str, where) or "")
+            raise UserError(
+                f"{where}: series {name!r} must be {len(axes)} numbers, one per axis {axes}, got {values!r}"
+            )
+    return Radar(
+        student=student,
+        axes=axes,
+        series={k: [float(v) for v in vs] for k, vs in series.items()},
+        title=_optional(raw, "title", str, where) or "",
+    )
 
 
 def _is_number(value: Any) -> bool:

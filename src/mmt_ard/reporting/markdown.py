@@ -40,8 +40,12 @@ def _meta(run: Run) -> str:
 
 def markdown_table(table: Table) -> list[str]:
     """Title in bold, a pipe table (cells as :func:`format_cell` writes them), notes below."""
-    lines = [f"**{_inline(table.title)}**", "", "| " + " | ".join(_inline(c) for c in table.columns) + " |",
-             "|" + "---|" * len(table.columns)]
+    lines = [
+        f"**{_inline(table.title)}**",
+        "",
+        "| " + " | ".join(_inline(c) for c in table.columns) + " |",
+        "|" + "---|" * len(table.columns),
+    ]
     lines += ["| " + " | ".join(_inline(format_cell(c)) for c in row) + " |" for row in table.rows]
     lines.append("")
     for note in table.notes:

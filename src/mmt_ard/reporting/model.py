@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 from mmt_ard.reporting.cells import cell_text
 
 # A table cell as results.json writes it: text, a number, null, or {"mean", "std", "n", "mark"}.
-Cell = Union[str, int, float, None, dict[str, Any]]
+Cell = str | int | float | dict[str, Any] | None
 
 EMPTY = "-"  # how a null cell reads
 

@@ -52,8 +52,13 @@ def write_report(run_dirs: Sequence[str | Path], output: str | Path | None = Non
             atomic_write_bytes(out / image.file_name, image.data)
     atomic_write_text(out / MARKDOWN, text)
     html_path = atomic_write_text(out / HTML, page)
-    log.info("wrote %s and %s (%d tables, %d figures)", html_path, out / MARKDOWN,
-             sum(len(r.tables) for r in runs), sum(len(s.images) for s in sections))
+    log.info(
+        "wrote %s and %s (%d tables, %d figures)",
+        html_path,
+        out / MARKDOWN,
+        sum(len(r.tables) for r in runs),
+        sum(len(s.images) for s in sections),
+    )
     return html_path
 
 
@@ -63,8 +68,10 @@ def check_output(out: Path, runs: list[Run]) -> None:
         raise UserError(f"--output {str(out)!r} is a file; pass a folder (it is created if missing)")
     for run in runs:
         if out.resolve() == run.folder.resolve():
-            raise UserError(f"--output {str(out)!r} is the result folder itself and would overwrite its files; "
-                            f"pass another folder, e.g. {str(out / DEFAULT_SUBFOLDER)!r}")
+            raise UserError(
+                f"--output {str(out)!r} is the result folder itself and would overwrite its files; "
+                f"pass another folder, e.g. {str(out / DEFAULT_SUBFOLDER)!r}"
+            )
 
 
 def build_sections(runs: list[Run]) -> list[Section]:

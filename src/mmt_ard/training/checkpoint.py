@@ -52,7 +52,7 @@ def load_training_state(path: Path, task: Any, optimizer: Any, scheduler: Any) -
     """Restore a checkpoint into ``task``/``optimizer``/``scheduler``; returns the step to start at."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 - torch.load fails in many types on a damaged file
         raise CheckpointError(
             f"checkpoint {str(path)!r} cannot be read ({type(e).__name__}); it may be corrupt. "
             "Start over with --overwrite"
@@ -96,8 +96,10 @@ class BestCheckpoint:
     def _read(self) -> dict[str, Any]:
         try:
             state = torch.load(self.path, map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise CheckpointError(f"{str(self.path)!r} cannot be read ({type(e).__name__}); start over with --overwrite") from None
+        except Exception as e:  # noqa: BLE001 - torch.load fails in many types on a damaged file
+            raise CheckpointError(
+                f"{str(self.path)!r} cannot be read ({type(e).__name__}); start over with --overwrite"
+            ) from None
         if not isinstance(state, dict) or state.get("format") != BEST_FORMAT:
             raise CheckpointError(f"{str(self.path)!r} is not an mmt-ard best-model checkpoint ({BEST_FORMAT})")
         return state
@@ -114,8 +116,16 @@ class BestCheckpoint:
         if self.value is None or value > self.value:
             self.step, self.value = step, value
             if is_main_process():
-                atomic_torch_save({"format": BEST_FORMAT, "step": step, "metric": self.metric, "value": value,
-                                   "model": task.model_state()}, self.path)
+                atomic_torch_save(
+                    {
+                        "format": BEST_FORMAT,
+                        "step": step,
+                        "metric": self.metric,
+                        "value": value,
+                        "model": task.model_state(),
+                    },
+                    self.path,
+                )
 
     def restore(self, task: Any, last_step: int) -> dict[str, Any]:
         """Load the best model into ``task`` (unless it is the last step's); what was selected."""

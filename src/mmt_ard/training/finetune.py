@@ -27,14 +27,14 @@ from torch import nn
 from mmt_ard.attacks import OBJECTIVES, PGDConfig, kl_logits, pgd
 from mmt_ard.attacks.objectives import ObjectiveFn, check_random_start
 from mmt_ard.data import build_dataset
+from mmt_ard.data.batches import step_generator
 from mmt_ard.data.pipeline import use_model_preprocess
+from mmt_ard.errors import ConfigError
 from mmt_ard.evaluation import EvalConfig, check_datasets, validation_eval
 from mmt_ard.models import ModelSpec, PixelCLIP, TextHeadCache, ZeroShotClassifier, default_cache_dir, load_clip
 from mmt_ard.models.export import export_open_clip
 from mmt_ard.models.frozen import Frozen, frozen_copy
-from mmt_ard.errors import ConfigError
 from mmt_ard.registry import Registry
-from mmt_ard.data.batches import step_generator
 from mmt_ard.training.loop import LoopConfig, labeled_batches, resolve_loop, train_and_export, validation_metrics
 from mmt_ard.training.optim import OptimConfig
 from mmt_ard.training.precision import compute_dtype
@@ -72,7 +72,13 @@ class FinetuneTask(nn.Module):
     """A trainable CLIP vision tower, its fixed head, and (for fare/pmg-aft) the frozen original."""
 
     def __init__(
-        self, clip: PixelCLIP, head: torch.Tensor, method: str, attack: PGDConfig, seed: int, precision: str = "fp32",
+        self,
+        clip: PixelCLIP,
+        head: torch.Tensor,
+        method: str,
+        attack: PGDConfig,
+        seed: int,
+        precision: str = "fp32",
         fare: FareOptions | None = None,
     ) -> None:
         super().__init__()
@@ -176,8 +182,14 @@ def run_finetune(cfg: FinetuneConfig, resume: bool = False, overwrite: bool = Fa
         return validation_metrics(clip, cfg.eval, heads, device)
 
     return train_and_export(
-        task, labeled_batches(ds, cfg.optim.batch_size, cfg.loop.seed, device, cfg.loop.data), cfg.optim, cfg.loop, run, resume,
-        validate, export=lambda: export_open_clip(clip, run.path / "model"),
+        task,
+        labeled_batches(ds, cfg.optim.batch_size, cfg.loop.seed, device, cfg.loop.data),
+        cfg.optim,
+        cfg.loop,
+        run,
+        resume,
+        validate,
+        export=lambda: export_open_clip(clip, run.path / "model"),
         summary={"model": str(run.path / "model"), "arch": cfg.model.arch, "method": cfg.method},
         desc=f"finetune {cfg.method}",
     )

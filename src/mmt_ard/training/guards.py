@@ -21,6 +21,7 @@ from types import FrameType
 from typing import Any
 
 import torch
+from typing_extensions import Self
 
 from mmt_ard.errors import UserError
 
@@ -38,7 +39,7 @@ class StopRequests:
         self._start = time.monotonic()
         self._saved: dict[int, Any] = {}
 
-    def __enter__(self) -> StopRequests:
+    def __enter__(self) -> Self:
         if threading.current_thread() is threading.main_thread():
             for sig in STOP_SIGNALS:
                 self._saved[sig] = signal.signal(sig, self._handle)

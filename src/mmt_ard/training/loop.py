@@ -15,7 +15,6 @@ from step k sees exactly the batches an uninterrupted run would.
 from __future__ import annotations
 
 import logging
-
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -30,13 +29,14 @@ from mmt_ard.errors import ConfigError, UserError
 from mmt_ard.evaluation import EvalConfig, evaluate_model
 from mmt_ard.io import atomic_write_json
 from mmt_ard.models import PixelCLIP, TextHeadCache
-from mmt_ard.training.guards import NonFiniteGuard, StopRequests
 from mmt_ard.training.checkpoint import BestCheckpoint, load_training_state, save_training_state
+from mmt_ard.training.guards import NonFiniteGuard, StopRequests
 from mmt_ard.training.optim import OptimConfig, build_optimizer
 from mmt_ard.training.precision import Precision, effective_precision
 from mmt_ard.training.run import RunDir
 
 log = logging.getLogger(__name__)
+
 
 @dataclass
 class LoopConfig:
@@ -148,15 +148,20 @@ def train(
                 t_window += time.perf_counter() - t_val  # throughput counts training time only
             reason = requests.reason()
             # every rank stops together; agreeing on it is a collective, so several processes do it when they log
-            asked = reason is not None if distributed.world_size() == 1 else logs and distributed.sum_counts([reason is not None])[0]
+            asked = (
+                reason is not None
+                if distributed.world_size() == 1
+                else logs and distributed.sum_counts([reason is not None])[0]
+            )
             if done < optim.steps and asked:
                 end, stop_reason = done, reason or "another rank's stop request"
                 break
     if start < end or not run.checkpoint.exists():
         save_training_state(run.checkpoint, end, task, opt, sched)
     if end < optim.steps:
-        log.info("stopped at step %d of %d (%s); checkpoint saved, continue with --resume", end, optim.steps,
-                 stop_reason)
+        log.info(
+            "stopped at step %d of %d (%s); checkpoint saved, continue with --resume", end, optim.steps, stop_reason
+        )
         return {"train": last, "val": val, "stopped_at": end, "reason": stop_reason}
     if validate is not None:
         _sync(device)
@@ -166,8 +171,12 @@ def train(
         best.update(optim.steps, val, task)
     selected = best.restore(task, optim.steps)
     if selected:
-        log.info("exporting the model of step %d (best %s = %s on the validation set)",
-                 selected["step"], selected["metric"], selected["value"])
+        log.info(
+            "exporting the model of step %d (best %s = %s on the validation set)",
+            selected["step"],
+            selected["metric"],
+            selected["value"],
+        )
         return {"train": last, "val": val, "selected": selected}
     return {"train": last, "val": val}
 
@@ -267,5 +276,3 @@ def flat_metrics(result: dict[str, Any]) -> dict[str, float]:
 def _batch_size(batch: Any) -> int:
     first = batch[0] if isinstance(batch, (tuple, list)) else batch
     return int(first.shape[0]) if hasattr(first, "shape") else 0
-
-

@@ -60,7 +60,7 @@ def build_optimizer(
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     # fused: one kernel per step, and it honours a device-side found_inf flag (see guards.py)
     opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=True)
-    warmup_steps = int(round(cfg.warmup * cfg.steps))
+    warmup_steps = round(cfg.warmup * cfg.steps)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: cosine_lr_factor(s, cfg.steps, warmup_steps, cfg.min_lr_ratio)
     )

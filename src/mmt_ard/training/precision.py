@@ -52,6 +52,7 @@ def effective_precision(requested: Precision, device: torch.device, force_bf16: 
     log.warning(
         "precision=bf16 asked for, but this %s has no native bf16 (no AVX512-BF16/AMX or bf16 GPU): "
         "emulated bf16 is orders of magnitude slower, so training runs in float32. "
-        "Set loop.force_bf16=true to insist.", device.type,
+        "Set loop.force_bf16=true to insist.",
+        device.type,
     )
     return "fp32"

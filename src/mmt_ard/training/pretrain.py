@@ -11,10 +11,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmt_ard.data import build_caption_dataset
+from mmt_ard.data.batches import batch_indices
 from mmt_ard.evaluation import EvalConfig, check_datasets
 from mmt_ard.models import ModelSpec, PixelCLIP, TextHeadCache, load_clip
 from mmt_ard.models.export import export_open_clip
-from mmt_ard.data.batches import batch_indices
 from mmt_ard.training.loop import LoopConfig, resolve_loop, train_and_export, validation_metrics
 from mmt_ard.training.optim import OptimConfig
 from mmt_ard.training.run import RunDir
@@ -99,7 +99,14 @@ def run_pretrain(cfg: PretrainConfig, resume: bool = False, overwrite: bool = Fa
         return validation_metrics(clip, cfg.eval, heads, device, name="pretrain")
 
     return train_and_export(
-        task, batches, cfg.optim, cfg.loop, run, resume, validate,
+        task,
+        batches,
+        cfg.optim,
+        cfg.loop,
+        run,
+        resume,
+        validate,
         export=lambda: export_open_clip(clip, run.path / "model"),
-        summary={"model": str(run.path / "model"), "arch": cfg.model.arch}, desc="pretrain",
+        summary={"model": str(run.path / "model"), "arch": cfg.model.arch},
+        desc="pretrain",
     )
