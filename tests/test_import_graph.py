@@ -19,6 +19,8 @@ LAYERS = [
     "devices",
     "distributed",
     "io",
+    "finished",
+    "tables",
     "config",
     "models",
     "attacks",

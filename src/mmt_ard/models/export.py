@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import open_clip
 from safetensors.torch import save
 
+from mmt_ard.finished import file_stamp
 from mmt_ard.io import atomic_write_bytes, atomic_write_text, is_main_process
 from mmt_ard.models.archs import arch_config
 from mmt_ard.models.clip import PixelCLIP
@@ -47,3 +49,16 @@ def resolve_weights(path: str | Path) -> Path:
     """A weights file, given either the file or an export folder holding one."""
     p = Path(path)
     return p / WEIGHTS if p.is_dir() and (p / WEIGHTS).is_file() else p
+
+
+def spec_stamp(arch: str, pretrained: str | None, vision: str | None = None) -> dict[str, Any]:
+    """What a model's numbers depend on: its architecture and the stamp (path, size, mtime) of each weights file.
+
+    A tag (``openai``) is not a file: its stamp has zero size, and the tag itself is in the key.
+    """
+    return {
+        "arch": arch,
+        "pretrained": pretrained,
+        "vision": vision,
+        "files": [file_stamp(resolve_weights(p)) if p else None for p in (pretrained, vision)],
+    }

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from mmt_ard.reporting.model import Run, Section, Table, format_cell
+from mmt_ard.reporting.model import Run, Section
+from mmt_ard.tables import inline as _inline
+from mmt_ard.tables import markdown_lines as markdown_table
 
 
 def render_markdown(title: str, sections: list[Section], sources: list[str] | None = None) -> str:
@@ -36,31 +38,6 @@ def render_section(section: Section) -> list[str]:
 def _meta(run: Run) -> str:
     facts = {"folder": f"`{run.folder}`", **run.meta}
     return " · ".join(f"**{k}**: {v}" for k, v in facts.items())
-
-
-def markdown_table(table: Table) -> list[str]:
-    """Title in bold, a pipe table (cells as :func:`format_cell` writes them), notes below."""
-    lines = [
-        f"**{_inline(table.title)}**",
-        "",
-        "| " + " | ".join(_inline(c) for c in table.columns) + " |",
-        "|" + "---|" * len(table.columns),
-    ]
-    lines += ["| " + " | ".join(_inline(format_cell(c)) for c in row) + " |" for row in table.rows]
-    lines.append("")
-    for note in table.notes:
-        lines += [_paragraph(note), ""]
-    return lines
-
-
-def _paragraph(text: str) -> str:
-    """Free text as a paragraph: a leading ``*``, ``-``, ``+`` or ``#`` would start a list or heading."""
-    return "\\" + text if text and text[0] in "*-+#" else text
-
-
-def _inline(text: str) -> str:
-    """Text safe inside a table cell or a link: no pipes, no line breaks."""
-    return text.replace("|", "\\|").replace("\n", " ")
 
 
 def _environment(env: dict[str, Any]) -> list[str]:

@@ -10,23 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mmt_ard.reporting.cells import cell_text
+from mmt_ard.tables import EMPTY, Cell, Table, cell_detail, cell_text
 
-# A table cell as results.json writes it: text, a number, null, or {"mean", "std", "n", "mark"}.
-Cell = str | int | float | dict[str, Any] | None
-
-EMPTY = "-"  # how a null cell reads
-
-
-@dataclass
-class Table:
-    """One results table: ``rows`` are lists of :data:`Cell`, one per column; ``notes`` explain marks."""
-
-    id: str
-    title: str
-    columns: list[str]
-    rows: list[list[Cell]]
-    notes: list[str] = field(default_factory=list)
+__all__ = ["EMPTY", "Cell", "Figure", "Image", "Radar", "Run", "Section", "Table", "cell_detail", "format_cell", "slug"]
 
 
 @dataclass
@@ -86,16 +72,7 @@ class Section:
     images: list[Image]
 
 
-def format_cell(cell: Cell) -> str:
-    """``"-"`` for null, ``mean ± std`` (2 decimals) plus the mark for a statistic, else the value."""
-    return cell_text(cell)
-
-
-def cell_detail(cell: Cell) -> str:
-    """A hover text for a statistic (``n = 3 seeds``); empty for other cells."""
-    if isinstance(cell, dict) and cell.get("n") is not None:
-        return f"n = {cell['n']}"
-    return ""
+format_cell = cell_text  # the one cell format (mmt_ard.tables)
 
 
 def slug(text: str) -> str:
