@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint install lock clean
+.PHONY: demo test test-fast lint install lock clean
 
 # constraints.txt pins the package set the README's numbers were measured with (refresh: make lock)
 $(STAMP): pyproject.toml constraints.txt
@@ -22,6 +22,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(ARGS)
+
+# the unit tests alone (tests/unit, a few minutes): the set to run while editing
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m unit $(ARGS)
 
 # ruff's lint and format checks (pinned in pyproject's test extra); `ruff format` fixes the layout
 lint: $(STAMP)

@@ -17,7 +17,7 @@ fi
 $PY -c "import torch; print('gpu_check:', torch.cuda.get_device_name(0))"
 status=0
 # at most 5 + 2.5 minutes; a step that runs out of time is reported as such in the table
-timeout 300 $PY -m pytest -m cuda tests/test_cuda.py -p no:cacheprovider --junitxml "$OUT/cuda-tests.xml" || status=$?
+timeout 300 $PY -m pytest -m cuda tests/gpu/test_cuda.py -p no:cacheprovider --junitxml "$OUT/cuda-tests.xml" || status=$?
 timeout 150 .venv/bin/mmt-ard bench --preset vit-l14 --device cuda --steps 3 --warmup 1 --precision all \
   --switches none --output "$OUT/bench" || status=$?
 $PY -m mmt_ard.bench.gpu_check "$OUT"

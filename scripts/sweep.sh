@@ -8,7 +8,9 @@ set -euo pipefail
 KEY=$1; shift
 DEMO=${DEMO:-runs/demo}
 OUT=${OUT:-runs/sweep-$KEY}
-MMT=${MMT:-.venv/bin/mmt-ard}
+if [ -z "${MMT:-}" ]; then  # the mmt-ard on PATH, else the one `make` installs
+  if command -v mmt-ard > /dev/null; then MMT=mmt-ard; else MMT="$(dirname "$0")/../.venv/bin/mmt-ard"; fi
+fi
 models=()
 for v in "$@"; do
   "$MMT" distill --output "$OUT/$v" --overwrite \

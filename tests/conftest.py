@@ -7,8 +7,27 @@ from pathlib import Path
 import pytest
 import torch
 
-from mmt_ard.experiments.world import DemoPlan
+from mmt_ard.demo import DemoPlan
 from mmt_ard.models import ModelSpec, PixelCLIP, TextHeadCache, ZeroShotClassifier, load_clip
+
+# Every test is marked by the folder it lives in: `pytest -m unit` (or `make test-fast`) is the fast set.
+FOLDER_MARKERS = {
+    "unit": "unit",
+    "e2e": "e2e",
+    "reliability": "reliability",
+    "distributed": "distributed",
+    "gpu": "cuda",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test with its folder's marker (tests/unit -> unit, tests/e2e -> e2e, ...)."""
+    root = Path(__file__).parent
+    for item in items:
+        folder = Path(item.fspath).relative_to(root).parts[0]
+        if folder in FOLDER_MARKERS:
+            item.add_marker(FOLDER_MARKERS[folder])
+
 
 CLASSES = ["red circle", "blue square", "green triangle", "yellow star"]
 TEMPLATES = ["a photo of a {}.", "a {}."]
@@ -38,7 +57,8 @@ def images() -> torch.Tensor:
 
 def smoke_plan(device: str = "auto") -> DemoPlan:
     """``--quick`` made smaller still: the tests check the plumbing, not the numbers."""
-    return DemoPlan(
+    return DemoPlan.load(
+        "quick",
         pretrain_teacher_steps=20,
         pretrain_student_steps=20,
         pretrain_batch=32,

@@ -18,6 +18,7 @@ from mmt_ard.attacks.objectives import ObjectiveFn
 from mmt_ard.devices import to_device
 from mmt_ard.errors import ConfigError
 from mmt_ard.models.frozen import eval_mode
+from mmt_ard.precision import autocast
 
 Norm = Literal["linf", "l2"]
 
@@ -74,10 +75,6 @@ def random_start(x: torch.Tensor, norm: Norm, eps: float, generator: torch.Gener
     return d / _per_sample_norm(d, 2) * radius.view(-1, *([1] * (x.dim() - 1)))
 
 
-def _autocast(x: torch.Tensor, precision: str) -> torch.autocast:
-    return torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
-
-
 def pgd(
     model: nn.Module,
     x: torch.Tensor,
@@ -99,7 +96,7 @@ def pgd(
         for _ in range(cfg.steps):
             delta.requires_grad_(True)
             # the backward too: on the CPU it runs in this thread, under any autocast the caller holds
-            with _autocast(x, precision):
+            with autocast(x.device, precision):
                 loss = objective(x + delta).float().sum()
                 (grad,) = torch.autograd.grad(loss, delta)
             grad = grad.detach()

@@ -9,7 +9,7 @@ measured on the same machine (:mod:`.matmul`).
 from mmt_ard.bench.matmul import MatmulRate, matmul_rate
 from mmt_ard.bench.measure import count_flops
 from mmt_ard.bench.reference import LossCheck, ReferenceStep, check_supported, compare_losses
-from mmt_ard.bench.report import machine_info, to_markdown, write_report
+from mmt_ard.bench.results import machine_info, to_markdown, write_bench_files
 from mmt_ard.bench.run import PRESETS, BenchConfig, Preset, run_bench
 from mmt_ard.bench.step import BenchModels, Measurement, RandomImages, build_reference, build_task, loss_check, measure
 
@@ -34,5 +34,5 @@ __all__ = [
     "measure",
     "run_bench",
     "to_markdown",
-    "write_report",
+    "write_bench_files",
 ]

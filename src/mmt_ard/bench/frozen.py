@@ -21,9 +21,9 @@ from typing import Any
 
 import torch
 
-from mmt_ard.bench.step import _sync
 from mmt_ard.models import ZeroShotClassifier
 from mmt_ard.models.frozen import Frozen, frozen_in
+from mmt_ard.training.timing import sync
 
 VARIANTS = ("fp32", "bf16-autocast", "bf16-held")
 
@@ -59,11 +59,11 @@ def frozen_forward(
     with torch.no_grad():
         for r in range(warmup + rounds):
             for name, (model, context) in runners.items():
-                _sync(device)
+                sync(device)
                 t0 = time.perf_counter()
                 with context():
                     out = model(images)
-                _sync(device)
+                sync(device)
                 if r >= warmup:
                     times[name].append(time.perf_counter() - t0)
                 logits[name] = out.float()

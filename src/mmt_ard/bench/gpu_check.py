@@ -113,7 +113,7 @@ def write(out: Path) -> str:
     else:
         import torch
 
-        from mmt_ard.bench.report import machine_info
+        from mmt_ard.bench.results import machine_info
 
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         bench = {"machine": machine_info(device), "configurations": [], "note": "the bench did not finish"}

@@ -21,6 +21,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from mmt_ard.training.timing import sync
+
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 START_SIZE = 128
 MAX_SIZE = {"cpu": 4096, "cuda": 16384}  # 3 x 16384^2 x 4 B = 3.2 GB on a GPU; 200 MB on a CPU
@@ -47,20 +49,15 @@ class MatmulRate:
         return {**asdict(self), "ceiling_gflops": self.ceiling_gflops}
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _time_mm(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, iters: int, linear: bool = False) -> float:
-    _sync(a.device)
+    sync(a.device)
     t0 = time.perf_counter()
     for _ in range(iters):
         if linear:
             F.linear(a, b)  # a @ b.T: the same FLOPs
         else:
             torch.mm(a, b, out=out)
-    _sync(a.device)
+    sync(a.device)
     return time.perf_counter() - t0
 
 

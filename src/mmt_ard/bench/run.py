@@ -31,7 +31,7 @@ import torch
 from mmt_ard.bench.frozen import frozen_forward
 from mmt_ard.bench.matmul import matmul_rate
 from mmt_ard.bench.reference import ReleasedCodeStep, released_recipe, unsupported
-from mmt_ard.bench.report import machine_info
+from mmt_ard.bench.results import machine_info
 from mmt_ard.bench.step import (
     PRECISIONS,
     BenchModels,
@@ -44,13 +44,13 @@ from mmt_ard.bench.step import (
     measure_interleaved,
     random_classifier,
 )
+from mmt_ard.devices import resolve_device
 from mmt_ard.distill.fast import FastPathConfig
 from mmt_ard.distill.task import DistillationTask, InnerAttackConfig, LossConfig
 from mmt_ard.errors import ConfigError
 from mmt_ard.io import code_version
 from mmt_ard.models import arch_config
-from mmt_ard.training.loop import resolve_device
-from mmt_ard.training.precision import bf16_native
+from mmt_ard.precision import bf16_native
 
 log = logging.getLogger(__name__)
 

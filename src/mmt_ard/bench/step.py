@@ -29,8 +29,9 @@ from mmt_ard.distill.logit_cache import CleanLogitCache
 from mmt_ard.distill.task import DistillationTask, InnerAttackConfig, LossConfig
 from mmt_ard.distributed import skip_to_rank
 from mmt_ard.models import ModelSpec, ZeroShotClassifier, load_clip
+from mmt_ard.precision import autocast
 from mmt_ard.training.optim import OptimConfig, build_optimizer
-from mmt_ard.training.timing import Sections
+from mmt_ard.training.timing import Sections, sync
 
 # a bench precision: (the student's, the teachers'); bf16-teachers holds the teachers in bf16, trains in float32
 PRECISIONS = {"fp32": ("fp32", "fp32"), "bf16": ("bf16", "bf16"), "bf16-teachers": ("fp32", "bf16")}
@@ -132,16 +133,6 @@ class RandomImages:
         return x, to_device(self.labels[idx], self.device), idx
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _autocast(device: torch.device, precision: str) -> torch.autocast:
-    """The loop's autocast for a bench precision: on where the student trains in bf16."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=PRECISIONS[precision][0] == "bf16")
-
-
 @dataclass
 class Measurement:
     """Timed steps of one stepper: wall seconds per step, sections, FLOPs, memory."""
@@ -225,12 +216,12 @@ class Timed:
         timer = self.timer
         if self.before_step is not None:
             self.before_step()
-        _sync(self.device)
+        sync(self.device)
         t0 = time.perf_counter()
         with timer("data"):
             batch = self.data(step)
         self.stepper.train()
-        with _autocast(self.device, self.precision):
+        with autocast(self.device, PRECISIONS[self.precision][0]):  # the student's precision
             loss = self.stepper.training_step(batch, step)["loss"]
         with timer("student_backward"):
             self.opt.zero_grad(set_to_none=True)
@@ -240,7 +231,7 @@ class Timed:
                 torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
             self.opt.step()
             self.sched.step()
-        _sync(self.device)
+        sync(self.device)
         self.loss = loss.detach()
         return time.perf_counter() - t0
 
@@ -296,7 +287,7 @@ def prime_cache(task: DistillationTask, data: RandomImages, precision: str) -> N
     cache = task.clean_cache
     if cache is None:
         return
-    with _autocast(data.device, precision):
+    with autocast(data.device, PRECISIONS[precision][0]):
         for step in range(data.steps_per_epoch):
             x, _, idx = data(step)
             task.clean_teacher_logits(x, idx)

@@ -77,8 +77,8 @@ def add_bench_args(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    """Run the benchmark the flags describe, write its report and print the Markdown."""
-    from mmt_ard.bench import BenchConfig, run_bench, write_report
+    """Run the benchmark the flags describe, write bench.json and bench.md and print the Markdown."""
+    from mmt_ard.bench import BenchConfig, run_bench, write_bench_files
 
     switches = [] if args.switches in ("", "none") else [s.strip() for s in args.switches.split(",") if s.strip()]
     cfg = BenchConfig(
@@ -104,5 +104,5 @@ def run(args: argparse.Namespace) -> None:
         seed=args.seed,
         matmul_seconds=args.matmul_seconds,
     )
-    print(write_report(run_bench(cfg), args.output))
+    print(write_bench_files(run_bench(cfg), args.output))
     log.info("wrote %s/bench.json and bench.md", args.output)

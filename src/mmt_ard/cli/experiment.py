@@ -55,9 +55,9 @@ def add_experiment_args(p: argparse.ArgumentParser) -> None:
 
 
 def run_experiment_command(args: argparse.Namespace) -> int:
+    from mmt_ard.demo import DemoPlan
     from mmt_ard.experiments.presets import PaperInputs, builtin_preset, paper_preset
     from mmt_ard.experiments.runner import experiment_names, listing, run_experiment
-    from mmt_ard.experiments.world import DemoPlan
 
     if args.list:
         print(listing())
@@ -78,7 +78,7 @@ def run_experiment_command(args: argparse.Namespace) -> int:
         given = [f for f in ("teacher_clean", "teacher_adv", "imagenet", "zero_shot_root") if getattr(args, f)]
         if given:
             raise UserError(f"--{given[0].replace('_', '-')} belongs to --preset paper")
-        plan = DemoPlan.quick(args.device) if args.quick else DemoPlan(device=args.device)
+        plan = DemoPlan.quick(args.device) if args.quick else DemoPlan.default(args.device)
         world = Path(args.world) if args.world else output / "world"
         preset = builtin_preset(world, plan, keep_foreign=bool(args.world))
     preset.gradcam_adversary = args.gradcam_adversary

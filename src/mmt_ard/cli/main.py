@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from mmt_ard.cli import bench as bench_cli
+from mmt_ard.cli import evaluate as evaluate_cli
 from mmt_ard.cli import experiment as experiment_cli
 from mmt_ard.cli import gather as report_cli
 from mmt_ard.cli.common import add_run_args, build_config, print_summary, setup_logging
@@ -62,64 +63,6 @@ def _distill(args: argparse.Namespace) -> int:
     return print_summary(run_distill(cfg, resume=args.resume, overwrite=args.overwrite))
 
 
-def _evaluate(args: argparse.Namespace) -> None:
-    from pathlib import Path
-
-    from mmt_ard.cli.evaluate import EvaluateConfig, run_evaluate
-    from mmt_ard.evaluation.chain import attack_names
-    from mmt_ard.models import ModelSpec
-
-    chain = attack_names(build_config(EvaluateConfig, args, _eval_values(args)).eval.attack)  # flags, preset or default
-    cfg = build_config(EvaluateConfig, args, _eval_values(args, chain))
-    for text in args.model or []:
-        name, spec = ModelSpec.parse(text)
-        if name in cfg.models:
-            raise UserError(f"two models are named {name!r}; name them: --model NAME=SPEC")
-        cfg.models[name] = spec
-    run_evaluate(cfg)
-    print((Path(cfg.output) / "results.md").read_text())
-    log.info("wrote %s/results.json and results.md", cfg.output)
-
-
-EVAL_FLAGS = {  # flag -> EvalConfig fields (the same names work as eval.<field>=... overrides)
-    "attack": ("attack",),
-    "eps": ("eps",),
-    "steps": ("pgd.steps",),
-    "restarts": ("pgd.restarts",),
-    "limit": ("limit",),
-    "zero_shot_eps": ("zero_shot_eps",),
-}
-# flags for the sections of attacks run under their own names: only those the chain names are set
-ATTACK_FLAGS = {
-    "apgd_iterations": (("apgd-ce", "apgd_ce.iterations"), ("apgd-t", "apgd_t.iterations")),
-    "target_classes": (("apgd-t", "apgd_t.targets"), ("fab-t", "fab_t.targets")),
-    "square_queries": (("square", "square.queries"),),
-}
-
-
-def _eval_values(args: argparse.Namespace, chain: list[str] | None = None) -> dict[str, Any]:
-    """Flag values as ``eval.*`` overrides; with ``chain``, the attack flags too, for its attacks only."""
-    values = {
-        f"eval.{key}": getattr(args, flag)
-        for flag, keys in EVAL_FLAGS.items()
-        for key in keys
-        if getattr(args, flag) is not None
-    }
-    for flag, targets in ATTACK_FLAGS.items() if chain is not None else ():
-        if getattr(args, flag) is None:
-            continue
-        keys = [key for attack, key in targets if attack in chain]
-        if not keys:
-            raise UserError(
-                f"--{flag.replace('_', '-')} sets {' and '.join(a for a, _ in targets)} run under their "
-                f"own names, and eval.attack={'+'.join(chain)!r} names none (autoattack and "
-                f"autoattack-standard have fixed settings); name them, e.g. --attack "
-                f"pgd+{'+'.join(a for a, _ in targets)}"
-            )
-        values.update({f"eval.{key}": getattr(args, flag) for key in keys})
-    return values
-
-
 def _export(args: argparse.Namespace) -> None:
     from mmt_ard.cli.export import run_export
 
@@ -128,7 +71,7 @@ def _export(args: argparse.Namespace) -> None:
 
 
 def _demo(args: argparse.Namespace) -> None:
-    from mmt_ard.cli.demo import run_demo
+    from mmt_ard.demo import run_demo
 
     output = args.output or ("runs/demo-quick" if args.quick else "runs/demo")
     run_demo(output, quick=args.quick, force=args.force, device=args.device or "auto")
@@ -182,35 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=_distill)
 
     p = sub.add_parser("evaluate", help="clean, robust and zero-shot accuracy -> results.json + results.md")
-    p.add_argument("--model", action="append", help="NAME=ARCH[@WEIGHTS][,vision=PATH] or NAME=EXPORT_FOLDER; repeat")
-    p.add_argument("--config", help="YAML preset")
-    p.add_argument("--output", help="folder for results.json and results.md")
-    p.add_argument("--device", help="auto (default), cpu, cuda")
-    p.add_argument(
-        "--attack",
-        help="pgd | apgd-ce | apgd-t | fab-t | square | autoattack | autoattack-standard, or "
-        "several joined by '+' (per-sample worst case); the autoattack protocols have fixed settings",
-    )
-    p.add_argument("--eps", help="comma list of budgets, e.g. 1/255,2/255,4/255")
-    p.add_argument("--steps", help="PGD steps (eval.pgd.steps, default 10)")
-    p.add_argument("--restarts", help="PGD random restarts (eval.pgd.restarts, default 1)")
-    p.add_argument(
-        "--apgd-iterations",
-        dest="apgd_iterations",
-        help="iterations of apgd-ce and apgd-t run under their own names (default 100)",
-    )
-    p.add_argument(
-        "--target-classes",
-        dest="target_classes",
-        help="target classes of apgd-t and fab-t run under their own names (default 9, capped at C-1)",
-    )
-    p.add_argument(
-        "--square-queries", dest="square_queries", help="queries of square (eval.square.queries, default 5000)"
-    )
-    p.add_argument("--limit", help="number of evaluation samples (a seeded random subset)")
-    p.add_argument("--zero-shot-eps", dest="zero_shot_eps", help="comma list: robust zero-shot at these eps")
-    p.add_argument("overrides", nargs="*", metavar="key.path=value", help="e.g. eval.limit=500 eval.eps=[1/255]")
-    p.set_defaults(fn=_evaluate)
+    evaluate_cli.add_evaluate_args(p)
+    p.set_defaults(fn=evaluate_cli.run)
 
     p = sub.add_parser("export", help="write a model as open_clip, vision-state-dict or transformers (hf) files")
     p.add_argument(

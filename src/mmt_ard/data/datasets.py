@@ -192,7 +192,7 @@ def build_dataset(spec: str | DatasetSpec) -> LabeledImages:
     spec = spec if isinstance(spec, DatasetSpec) else DatasetSpec.parse(expand_env(spec))
     dataset = DATASETS.get(spec.kind)(spec, False)
     assert isinstance(dataset, LabeledImages)
-    log.info("data set %s: %d images, %d classes", spec, len(dataset), len(dataset.classnames))
+    log.debug("data set %s: %d images, %d classes", spec, len(dataset), len(dataset.classnames))
     return dataset
 
 
@@ -201,7 +201,7 @@ def build_caption_dataset(spec: str | DatasetSpec) -> CaptionedImages:
     spec = spec if isinstance(spec, DatasetSpec) else DatasetSpec.parse(expand_env(spec))
     dataset = DATASETS.get(spec.kind)(spec, True)
     assert isinstance(dataset, CaptionedImages)
-    log.info("caption data set %s: %d images", spec, len(dataset))
+    log.debug("caption data set %s: %d images", spec, len(dataset))
     return dataset
 
 

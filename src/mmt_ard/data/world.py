@@ -234,7 +234,7 @@ def _generate_cached(task: str, split: str, n: int, seed: int) -> WorldSplit:
         chunks.append({key: value[:count] for key, value in chunk_attrs.items()})
     attrs = {key: torch.cat([c[key] for c in chunks]) for key in chunks[0]}
     captions = _captions(attrs) if info.captioned else None
-    log.info("generated %s/%s n=%d in %.2fs", task, split, n, time.perf_counter() - start)
+    log.debug("generated %s/%s n=%d in %.2fs", task, split, n, time.perf_counter() - start)
     labels_all = torch.cat(labels)
     return WorldSplit(task, split, seed, images, labels_all, captions, MappingProxyType(attrs))
 

@@ -11,7 +11,7 @@ Each switch is measured by ``mmt-ard bench`` (see the README's Performance secti
   dropout (one pass draws other masks than two).
 * ``channels_last``: convolutional (ResNet) towers in channels-last memory format.
 * ``teacher_precision``: the frozen teachers' precision apart from the student's (see
-  :mod:`mmt_ard.training.precision`).
+  :mod:`mmt_ard.precision`).
 * ``compile``: ``torch.compile`` the vision towers (off by default: compilation takes minutes
   for large models and pays off only on long runs).
 """

@@ -141,7 +141,7 @@ class CleanLogitCache:
                 + "\n",
             )
         cache = cls(directory, n, teacher.num_classes)
-        log.info(
+        log.debug(
             "clean-teacher logits cache %s: %d of %d images already computed", directory, int(cache.filled.sum()), n
         )
         return cache

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +20,9 @@ from mmt_ard.distill.task import DistillationTask, InnerAttackConfig, LossConfig
 from mmt_ard.evaluation import EvalConfig, check_datasets, validation_eval
 from mmt_ard.models import ModelSpec, TextHeadCache, ZeroShotClassifier, default_cache_dir, load_clip
 from mmt_ard.models.export import export_open_clip
+from mmt_ard.precision import effective_precision
 from mmt_ard.training.loop import LoopConfig, resolve_loop, train_and_export, validation_metrics
 from mmt_ard.training.optim import OptimConfig, cosine_lr_factor
-from mmt_ard.training.precision import effective_precision
 from mmt_ard.training.run import RunDir
 
 log = logging.getLogger(__name__)
@@ -88,6 +88,18 @@ def build_task(
     ).to(device)
 
 
+def resolve_run(cfg: DistillConfig) -> tuple[DistillConfig, torch.device, str]:
+    """``(the config as it runs, device, teachers' precision)``: ``loop.precision`` and a
+    ``fast.teacher_precision`` asked for apart from it, as they run on this device (bf16 falls back to
+    fp32 where it is not native). The run folder records this config; ``cfg`` itself is not changed."""
+    resolved = resolve_loop(cfg.loop)
+    teacher_precision = effective_precision(
+        cfg.fast.teacher_precision or resolved.precision, resolved.device, cfg.loop.force_bf16
+    )
+    fast = replace(cfg.fast, teacher_precision=teacher_precision) if cfg.fast.teacher_precision else cfg.fast
+    return replace(cfg, loop=resolved.loop, fast=fast), resolved.device, teacher_precision
+
+
 def run_distill(cfg: DistillConfig, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
     """Distill; export ``OUTPUT/student`` (open_clip format, LoRA merged) and ``OUTPUT/adapters``."""
     cfg.attack.validate()
@@ -96,12 +108,7 @@ def run_distill(cfg: DistillConfig, resume: bool = False, overwrite: bool = Fals
     cfg.eval.validate()
     cfg.fast.validate()
     check_datasets(cfg.eval)
-    device = resolve_loop(cfg.loop)
-    teacher_precision = effective_precision(
-        cfg.fast.teacher_precision or cfg.loop.precision, device, cfg.loop.force_bf16
-    )
-    if cfg.fast.teacher_precision:  # asked for apart from loop.precision: the run folder says what ran
-        cfg.fast.teacher_precision = teacher_precision
+    cfg, device, teacher_precision = resolve_run(cfg)
     torch.manual_seed(cfg.loop.seed)
     heads = TextHeadCache(default_cache_dir())
     ds = build_dataset(cfg.data)

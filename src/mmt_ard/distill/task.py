@@ -50,8 +50,8 @@ from mmt_ard.distributed import skip_to_rank
 from mmt_ard.errors import ConfigError
 from mmt_ard.models.clip import ZeroShotClassifier
 from mmt_ard.models.frozen import Frozen, frozen_in
+from mmt_ard.precision import compute_dtype
 from mmt_ard.registry import Registry
-from mmt_ard.training.precision import compute_dtype
 from mmt_ard.training.timing import NO_SECTIONS, Sections
 
 InnerObjective = Literal["embedding-l2", "kl-clean-teacher", "ce"]

@@ -1,11 +1,14 @@
-"""Evaluation: clean, robust and zero-shot accuracy, the named attack protocols, the paper-style report.
+"""Evaluation: clean, robust and zero-shot accuracy, the named attack protocols, typed results, the tables.
 
-Modules, bottom up (each imports only modules before it; ``tests/test_import_graph.py`` checks that no
+Modules, bottom up (each imports only modules before it; ``tests/unit/test_import_graph.py`` checks that no
 import closes a circle):
 ``protocols`` (settings sections, named protocols) -> ``chain`` (the attack registry) -> ``config``
-(:class:`EvalConfig`, eps keys) -> ``attacks`` (the per-sample chain, ``pgd``) -> ``autoattack``
-(pyautoattack's attacks and the protocols, registered here on import) and ``sanity`` -> ``metrics``
-(evaluating models) -> ``report``.
+(:class:`EvalConfig`, eps keys) -> ``results`` (:class:`ModelResult`, ``results.json``) -> ``attacks``
+(the per-sample chain, ``pgd``) -> ``autoattack`` (pyautoattack's attacks and the protocols, registered
+here on import) and ``sanity`` -> ``metrics`` (:func:`evaluate_model`) -> ``tables`` (one builder per
+table: :func:`build_table1`, :func:`build_zero_shot`, :func:`build_attack_gap`, :func:`build_sanity`)
+-> ``report`` (their Markdown strings) -> ``run`` (``mmt-ard evaluate``: :class:`EvaluateConfig`,
+:func:`run_evaluate`).
 """
 
 from mmt_ard.evaluation import autoattack  # noqa: F401  (registers apgd-ce, apgd-t, fab-t, square, the protocols)
@@ -18,21 +21,42 @@ from mmt_ard.evaluation.protocols import (
     SquareSettings,
     TargetedSettings,
 )
-from mmt_ard.evaluation.report import attack_gap_table, markdown_table
+from mmt_ard.evaluation.report import attack_gap_table, markdown_table, sanity_markdown
+from mmt_ard.evaluation.results import ModelResult, read_results, results_from_dict, write_results
+from mmt_ard.evaluation.run import EvaluateConfig, run_evaluate
+from mmt_ard.evaluation.tables import (
+    build_attack_gap,
+    build_sanity,
+    build_table1,
+    build_zero_shot,
+    evaluation_tables,
+)
 
 __all__ = [
     "PROTOCOLS",
     "APGDSettings",
     "EvalConfig",
+    "EvaluateConfig",
+    "ModelResult",
     "PGDSettings",
     "SquareSettings",
     "TargetedSettings",
     "accuracy_under_attack",
     "attack_gap_table",
+    "build_attack_gap",
+    "build_sanity",
+    "build_table1",
+    "build_zero_shot",
     "check_datasets",
     "eps_key",
     "evaluate_model",
     "evaluate_models",
+    "evaluation_tables",
     "markdown_table",
+    "read_results",
+    "results_from_dict",
+    "run_evaluate",
+    "sanity_markdown",
     "validation_eval",
+    "write_results",
 ]

@@ -15,6 +15,7 @@ from typing import Any
 
 from mmt_ard.config import expand_env
 from mmt_ard.data.datasets import DatasetSpec
+from mmt_ard.evaluation.results import ModelResult
 from mmt_ard.io import atomic_write_json
 
 TASK = "zeroshot_classification"
@@ -28,11 +29,11 @@ def dataset_name(spec: str) -> str:
     return parsed.name
 
 
-def benchmark_records(result: Mapping[str, Any], main_dataset: str, arch: str, name: str) -> list[dict[str, Any]]:
+def benchmark_records(result: ModelResult, main_dataset: str, arch: str, name: str) -> list[dict[str, Any]]:
     """CLIP_benchmark records of one model's :func:`~mmt_ard.evaluation.evaluate_model` result."""
-    rows = [(main_dataset, result["acc"], result.get("racc", {}))]
-    robust_zero_shot = result.get("zero_shot_racc", {})
-    rows += [(ds, acc, robust_zero_shot.get(ds, {})) for ds, acc in result.get("zero_shot", {}).items()]
+    rows = [(main_dataset, result.acc, result.racc)]
+    robust_zero_shot = result.zero_shot_racc or {}
+    rows += [(ds, acc, robust_zero_shot.get(ds, {})) for ds, acc in result.zero_shot.items()]
     records = []
     for dataset, acc, racc in rows:
         metrics: dict[str, Any] = {"acc1": acc / 100}
@@ -45,7 +46,7 @@ def benchmark_records(result: Mapping[str, Any], main_dataset: str, arch: str, n
 
 
 def write_benchmark_json(
-    results: Mapping[str, Mapping[str, Any]], archs: Mapping[str, str], main_spec: str, folder: str | Path
+    results: Mapping[str, ModelResult], archs: Mapping[str, str], main_spec: str, folder: str | Path
 ) -> list[Path]:
     """Write every model x data set record into ``folder``; returns the files (rank 0 writes)."""
     written = []

@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
 
 import torch
 from torch.utils.data import Subset
@@ -30,6 +29,7 @@ from mmt_ard.data.pipeline import use_model_preprocess
 from mmt_ard.evaluation.attacks import AttackTrace, attack_survivors
 from mmt_ard.evaluation.config import EvalConfig, eps_key, pct, unrunnable_attacks
 from mmt_ard.evaluation.protocols import MIN_CLASSES
+from mmt_ard.evaluation.results import ModelResult
 from mmt_ard.evaluation.sanity import robustness_details
 from mmt_ard.models import PixelCLIP, TextHeadCache, ZeroShotClassifier
 
@@ -123,8 +123,9 @@ def evaluate_model(
     heads: TextHeadCache | None = None,
     name: str = "model",
     device: str | torch.device = "cpu",
-) -> dict[str, Any]:
-    """``{"acc", "racc": {eps: v}, "sum_acc": {eps: v}, "zero_shot": {set: v}, ...}`` in percent."""
+) -> ModelResult:
+    """Clean, robust (``cfg.eps``) and zero-shot accuracy of ``clip`` in percent, with the attack record
+    and the sanity checks (see :class:`~mmt_ard.evaluation.results.ModelResult`)."""
     cfg.validate()
     device = torch.device(device)
     heads = heads or TextHeadCache(None)
@@ -134,33 +135,33 @@ def evaluate_model(
     skipped = unrunnable_attacks(cfg, clf.num_classes, cfg.dataset)
     trace = AttackTrace.for_eval(cfg, f"{name}-{ds.name}")
     acc, racc = accuracy_under_attack(clf, data, cfg.eps, cfg, device, desc=f"{name}: {ds.name}", trace=trace)
-    result: dict[str, Any] = {
-        "dataset": cfg.dataset,
-        "n": min(cfg.limit or len(ds), len(ds)),  # evaluated images of cfg.dataset
-        "acc": acc,
-        "racc": racc,
-        "sum_acc": {k: round(acc + v, 2) for k, v in racc.items()},
-        "zero_shot": {},
-    }
-    if skipped:  # asked for with eval.skip_unrunnable: the numbers are of the chain without them
-        result["skipped_attacks"] = {ds.name: _skipped(skipped, clf.num_classes)}
-    result.update(robustness_details(clf, data, racc, cfg, trace))
-    if cfg.zero_shot_eps:
-        result["zero_shot_racc"] = {}
+    skipped_attacks: dict[str, list[str]] = {ds.name: _skipped(skipped, clf.num_classes)} if skipped else {}
+    details = robustness_details(clf, data, racc, cfg, trace)  # attack, protocol, racc_by_attack, sanity
+    zero_shot: dict[str, float] = {}
+    zero_shot_racc: dict[str, dict[str, float]] = {}
     for spec in cfg.zero_shot:
         zds, zdata = _data(spec, cfg, clip)
         zclf = ZeroShotClassifier(clip, heads.head(clip, zds.classnames, zds.templates)).to(device)
         zskipped = unrunnable_attacks(cfg, zclf.num_classes, spec) if cfg.zero_shot_eps else []
-        if zskipped:
-            result.setdefault("skipped_attacks", {})[zds.name] = _skipped(zskipped, zclf.num_classes)
+        if zskipped:  # asked for with eval.skip_unrunnable: the numbers are of the chain without them
+            skipped_attacks[zds.name] = _skipped(zskipped, zclf.num_classes)
         ztrace = AttackTrace.for_eval(cfg, f"{name}-{zds.name}")  # same attacks; resumable
         zacc, zracc = accuracy_under_attack(
             zclf, zdata, cfg.zero_shot_eps, cfg, device, desc=f"{name}: {zds.name}", trace=ztrace
         )
-        result["zero_shot"][zds.name] = zacc
-        if cfg.zero_shot_eps:
-            result["zero_shot_racc"][zds.name] = zracc
-    return result
+        zero_shot[zds.name] = zacc
+        zero_shot_racc[zds.name] = zracc
+    return ModelResult(
+        dataset=cfg.dataset,
+        n=min(cfg.limit or len(ds), len(ds)),  # evaluated images of cfg.dataset
+        acc=acc,
+        racc=racc,
+        sum_acc={k: round(acc + v, 2) for k, v in racc.items()},
+        zero_shot=zero_shot,
+        skipped_attacks=skipped_attacks or None,
+        zero_shot_racc=zero_shot_racc if cfg.zero_shot_eps else None,
+        **details,
+    )
 
 
 def _skipped(names: list[str], num_classes: int) -> list[str]:
@@ -172,7 +173,7 @@ def evaluate_models(
     cfg: EvalConfig,
     heads: TextHeadCache | None = None,
     device: str | torch.device = "cpu",
-) -> dict[str, dict[str, Any]]:
+) -> dict[str, ModelResult]:
     """:func:`evaluate_model` for each named model, in order."""
     heads = heads or TextHeadCache(None)
     return {name: evaluate_model(m, cfg, heads, name=name, device=device) for name, m in models.items()}

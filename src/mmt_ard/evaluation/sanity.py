@@ -1,6 +1,6 @@
 """Is this robustness number trustworthy? Cheap checks for gradient masking and weak attacks.
 
-Run with every robust evaluation and stored as ``result["sanity"][check] = {"ok", "value", ...}``;
+Run with every robust evaluation and stored as ``ModelResult.sanity[check] = {"ok", "value", ...}``;
 a failed check logs a warning with its likely cause and what to try. The checks (after Carlini et
 al., "On Evaluating Adversarial Robustness", and AutoAttack's own flags):
 
@@ -30,11 +30,10 @@ from mmt_ard.evaluation.attacks import AttackTrace, attack_survivors
 from mmt_ard.evaluation.chain import EVAL_ATTACKS, AttackContext, attack_names
 from mmt_ard.evaluation.config import EvalConfig
 from mmt_ard.evaluation.protocols import MIN_CLASSES, base_attacks
+from mmt_ard.evaluation.results import Flag
 from mmt_ard.models.clip import ZeroShotClassifier
 
 log = logging.getLogger(__name__)
-
-Flag = dict[str, Any]
 
 
 def flag(ok: bool, value: Any, detail: str, cause: str, fix: str) -> Flag:
@@ -203,7 +202,8 @@ def robustness_details(
     cfg: EvalConfig,
     trace: AttackTrace,
 ) -> dict[str, Any]:
-    """``attack``, ``racc_by_attack`` and (when ``cfg.sanity``) ``sanity`` for a result dict."""
+    """The :class:`~mmt_ard.evaluation.results.ModelResult` fields of a robust evaluation: ``attack``,
+    ``protocol``, ``racc_by_attack`` and (when ``cfg.sanity``) ``sanity``; none without eps."""
     if not cfg.eps:
         return {}
     out: dict[str, Any] = {
@@ -223,24 +223,3 @@ def _warn(flags: dict[str, Flag]) -> dict[str, Flag]:
                 "sanity check %s failed: %s. Likely cause: %s. Try: %s.", name, f["detail"], f["cause"], f["fix"]
             )
     return flags
-
-
-def sanity_markdown(results: dict[str, dict[str, Any]]) -> str:
-    """One line per model: the checks that passed, and each failed one with its cause and fix."""
-    lines = []
-    for name, res in results.items():
-        flags = res.get("sanity")
-        if not flags:
-            continue
-        bad = {k: f for k, f in flags.items() if not f["ok"]}
-        lines.append(
-            f"- **{name}**: "
-            + (
-                "all checks pass (" + ", ".join(flags) + ")"
-                if not bad
-                else "; ".join(
-                    f"**{k} FAILED**: {f['detail']} (likely {f['cause']}; try: {f['fix']})" for k, f in bad.items()
-                )
-            )
-        )
-    return "\n## Sanity checks\n\n" + "\n".join(lines) + "\n" if lines else ""

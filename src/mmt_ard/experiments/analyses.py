@@ -8,9 +8,9 @@ from mmt_ard.analysis import bound as bound_lib
 from mmt_ard.analysis import gradcam as cam_lib
 from mmt_ard.data import build_dataset
 from mmt_ard.data.pipeline import use_model_preprocess
+from mmt_ard.devices import resolve_device
 from mmt_ard.experiments.base import ABLATION_EPS, BASELINE, MMT_ARD, Context, Result, cells, verdict
 from mmt_ard.models import ModelSpec, TextHeadCache, ZeroShotClassifier, default_cache_dir, load_clip
-from mmt_ard.training.loop import resolve_device
 
 TEACHERS = ("teacher-clean", "teacher-adv")
 STUDENTS = ("original", "baseline", "mmt-ard")

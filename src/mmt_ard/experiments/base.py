@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from mmt_ard.evaluation import EvalConfig
+from mmt_ard.evaluation import EvalConfig, ModelResult
 from mmt_ard.evaluation.config import eps_key
 from mmt_ard.experiments.presets import Preset
 from mmt_ard.experiments.stats import SIGNIFICANT, paired_difference, summarize
@@ -56,7 +56,7 @@ class Context:
 
     def scores(self, runs: Sequence[Run], eps: Sequence[float] | None = None) -> list[dict[str, float]]:
         # ``eps=None``: Table 1's full evaluation (every eps, zero-shot)
-        """Flat metrics (acc, racc@e, sum-acc@e, clip-zero) of each run's student on the test set."""
+        """Flat metrics (acc, racc/e, sum_acc/e, clip_zero) of each run's student on the test set."""
         cfg = self.eval_config(eps)
         return [flat_scores(self.store.evaluate(r.path.name, r.student, cfg)) for r in runs]
 
@@ -65,16 +65,12 @@ class Context:
         return flat_scores(self.store.evaluate(f"{student}-original", spec, self.eval_config(eps)))
 
 
-def flat_scores(result: dict[str, Any]) -> dict[str, float]:
-    """``acc``, ``racc@2/255``, ``sum-acc@2/255``, ..., and ``clip-zero`` (mean clean zero-shot accuracy)."""
-    flat = {"acc": float(result["acc"])}
-    for k, v in result.get("racc", {}).items():
-        flat[f"racc@{k}"] = float(v)
-    for k, v in result.get("sum_acc", {}).items():
-        flat[f"sum-acc@{k}"] = float(v)
-    zs = result.get("zero_shot", {})
-    if zs:
-        flat["clip-zero"] = sum(zs.values()) / len(zs)
+def flat_scores(result: ModelResult) -> dict[str, float]:
+    """:meth:`ModelResult.flat` (``acc``, ``racc/2/255``, ``sum_acc/2/255``, ...) and ``clip_zero`` (mean
+    clean zero-shot accuracy)."""
+    flat = result.flat()
+    if result.zero_shot:
+        flat["clip_zero"] = sum(result.zero_shot.values()) / len(result.zero_shot)
     return flat
 
 
@@ -102,7 +98,7 @@ def comparison_table(
     """Rows = variants; acc, racc, sum-acc at ``eps`` (mean +- std over seeds) and the paired
     sum-acc difference to ``reference`` (mean +- SE, significant or not)."""
     e = eps_key(eps)
-    metrics = ["acc", f"racc@{e}", f"sum-acc@{e}"]
+    metrics = ["acc", f"racc/{e}", f"sum_acc/{e}"]
     columns = ["variant", *extra_columns, "acc", f"racc {e}", f"sum-acc {e}", f"Δ sum-acc vs {reference} (±SE)"]
     ref = rows[reference]
     body = []

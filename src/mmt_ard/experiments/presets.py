@@ -17,11 +17,11 @@ from typing import Any
 
 from mmt_ard.config import from_dict, read_yaml
 from mmt_ard.data import build_dataset
+from mmt_ard.demo import DemoPlan, run_stages, student_recipe, world_stages
 from mmt_ard.distill.run import DistillConfig
 from mmt_ard.errors import UserError
 from mmt_ard.evaluation import EvalConfig
 from mmt_ard.evaluation.metrics import check_datasets
-from mmt_ard.experiments.world import DEMO_LORA, STUDENTS, DemoPlan, run_stages, student_recipe, world_stages
 from mmt_ard.models import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -89,9 +89,7 @@ class Preset:
 def builtin_preset(world: Path, plan: DemoPlan, keep_foreign: bool = False) -> Preset:
     """The built-in world under ``world`` (built on first use, reused after), students as the demo's.
     ``keep_foreign``: refuse, rather than retrain, world stages built with another config."""
-    students = {key: student_recipe(world, plan, key) for key in STUDENTS}
-    if DEMO_LORA:
-        students["vit-s-lora"] = student_recipe(world, plan, "vit-s", lora=True)
+    students = {key: student_recipe(world, plan, key) for key in plan.students}
     for cfg in students.values():
         cfg.loop.eval_every = 0  # experiments validate only at the end (efficiency asks for curves itself)
         cfg.loop.checkpoint_every = 0

@@ -1,39 +1,35 @@
 """Distillation runs and their evaluations, shared by every experiment of one output folder.
 
-A run is keyed by its whole config (seed included, output excluded): two experiments that need the
-same run (Table 1's MMT-ARD is also Table 2's "weighted") train it once. A finished run folder
-with the same config is reused; an evaluation is cached beside the model it measured, keyed by the
-evaluation config and the weights file's size and mtime.
+A run is keyed by its whole requested config (seed included, output excluded): two experiments that
+need the same run (Table 1's MMT-ARD is also Table 2's "weighted") train it once. Both kinds of work
+are :class:`~mmt_ard.finished.FinishedWork`: a run's result is its ``summary.json`` and its key is
+``experiment-key.json``, written once training has finished; an evaluation is cached beside the model
+it measured, its file named by the digest of the evaluation config and the model's
+:func:`~mmt_ard.models.export.spec_stamp` (architecture, path, size and mtime of its weights).
 """
 
 from __future__ import annotations
 
-import copy
-import hashlib
 import json
 import logging
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from mmt_ard.config import load_config, to_dict
+from mmt_ard.devices import resolve_device
 from mmt_ard.distill.run import DistillConfig, run_distill
 from mmt_ard.errors import UserError
-from mmt_ard.evaluation import EvalConfig, evaluate_model
-from mmt_ard.io import atomic_write_json
+from mmt_ard.evaluation import EvalConfig, ModelResult, evaluate_model
+from mmt_ard.finished import FinishedWork, digest
 from mmt_ard.models import ModelSpec, TextHeadCache, default_cache_dir, load_clip
-from mmt_ard.models.export import resolve_weights
-from mmt_ard.training.loop import resolve_device
+from mmt_ard.models.export import resolve_weights, spec_stamp
 
 log = logging.getLogger(__name__)
-
-
-def digest(data: Any) -> str:
-    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
 def _slug(text: str) -> str:
@@ -70,66 +66,69 @@ class RunStore:
         return load_config(DistillConfig, base=recipe, values=values)
 
     def distill(self, label: str, cfg: DistillConfig) -> Run:
-        """Train ``cfg`` (or reuse its finished folder) under ``root/runs``; ``label`` is for the log."""
+        """Train ``cfg`` (or reuse its finished folder) under ``root/runs``; ``label`` is for the log.
+
+        ``cfg`` is not changed: the run gets a copy with its output folder set."""
         key = to_dict(cfg)
         key.pop("output")
         name = f"{cfg.student.arch}{'-lora' if cfg.lora.enabled else ''}-{cfg.loss.strategy.name}"
-        folder = self.root / "runs" / f"{_slug(name)}-s{cfg.loop.seed}-{digest(key)}"  # same config, same folder
-        cfg.output = str(folder)
-        summary_file, key_file = folder / "summary.json", folder / "experiment-key.json"
-        # the store's own record of the requested config: config.yaml holds the resolved one (run_distill
-        # turns loop.precision bf16 into fp32 on devices without native bf16), which never equals the request
-        if summary_file.is_file() and (
-            key_file.is_file() and json.loads(key_file.read_text()) == key or self._saved_config(folder) == to_dict(cfg)
-        ):
+        folder = self.root / "runs" / f"{_slug(name)}-s{cfg.loop.seed}-{digest(key, RUN_DIGEST)}"  # one per config
+        cfg = replace(cfg, output=str(folder))
+        # the request is the key, never config.yaml: that records the config as it ran (bf16 -> fp32 without native bf16)
+        work = FinishedWork(folder / "summary.json", key, folder / "experiment-key.json")
+        _adopt_earlier_version(work, cfg)
+        if work.done():
             return self._finished(folder, cfg, 0.0)
         # an interrupted run (Ctrl-C, SIGTERM, --max-time) left its checkpoint: continue it. The folder name
         # is the config's digest, and run_distill refuses a checkpoint whose config differs.
         resume = (folder / "checkpoints" / "last.pt").is_file()
         log.info("%s %s (seed %d) -> %s", "resume" if resume else "distill", label, cfg.loop.seed, folder)
         t0 = time.perf_counter()
-        result = run_distill(copy.deepcopy(cfg), resume=resume, overwrite=not resume)
+        result = run_distill(cfg, resume=resume, overwrite=not resume)
         if "stopped_at" in result:
             raise UserError(
                 f"the run in {folder} stopped at step {result['stopped_at']} ({result.get('reason')}); "
                 "rerun the same command: it continues this run from its checkpoint and reuses "
                 "every finished one"
             )
-        atomic_write_json(key_file, key)
+        work.mark_done()  # summary.json is written: the key makes the folder a finished run of this config
         self.trained.append(str(folder))
         return self._finished(folder, cfg, round(time.perf_counter() - t0, 1))
-
-    @staticmethod
-    def _saved_config(folder: Path) -> Any:
-        path = folder / "config.yaml"
-        return (yaml.safe_load(path.read_text()) or {}).get("config") if path.is_file() else None
 
     @staticmethod
     def _finished(folder: Path, cfg: DistillConfig, seconds: float) -> Run:
         return Run(folder, cfg, json.loads((folder / "summary.json").read_text()), seconds)
 
-    def evaluate(self, name: str, spec: ModelSpec, cfg: EvalConfig) -> dict[str, Any]:
+    def evaluate(self, name: str, spec: ModelSpec, cfg: EvalConfig) -> ModelResult:
         """``evaluate_model`` of ``spec``, cached beside its weights (keyed by config and weights file)."""
         weights = resolve_weights(spec.pretrained or "")
-        stat = weights.stat() if weights.is_file() else None
-        key = digest(
-            {
-                "eval": to_dict(cfg),
-                "arch": spec.arch,
-                "weights": str(weights),
-                "vision": spec.vision,
-                "size": stat.st_size if stat else 0,
-                "mtime": stat.st_mtime_ns if stat else 0,
-            }
-        )
         folder = weights.parent if weights.is_file() else self.root / "evaluations"
-        cache = folder / f"evaluation-{key}.json"
-        if cache.is_file():
-            return json.loads(cache.read_text())
+        key = {"eval": to_dict(cfg), "model": spec_stamp(spec.arch, spec.pretrained, spec.vision)}
+        work = FinishedWork.named(folder, "evaluation", key)
+        found = work.load()
+        if found is not None:
+            return ModelResult.from_dict(found, str(work.result), name)
         device = resolve_device(self.device)
         log.info("evaluate %s (%s)", name, spec.pretrained)
         result = evaluate_model(
             load_clip(spec, device), cfg, heads=TextHeadCache(default_cache_dir()), name=name, device=device
         )
-        atomic_write_json(cache, result)
+        work.save(result.to_dict())
         return result
+
+
+RUN_DIGEST = 10  # characters of the config digest in a run folder's name (folders of earlier versions keep theirs)
+
+
+def _adopt_earlier_version(work: FinishedWork, cfg: DistillConfig) -> None:
+    """A finished run folder of a version before ``experiment-key.json`` gets its key file when its
+    config.yaml records exactly this request (nothing was resolved differently: e.g. fp32), so it is
+    reused like any other. One whose config.yaml differs (bf16 that ran as fp32) is not trusted: its
+    checkpoint continues it at its last step (validation and export again, no training)."""
+    assert work.key_file is not None
+    if not work.result.is_file() or work.key_file.exists():
+        return
+    saved = work.result.with_name("config.yaml")
+    if saved.is_file() and (yaml.safe_load(saved.read_text()) or {}).get("config") == to_dict(cfg):
+        log.info("recording the key of %s (a run of an earlier version)", work.result.parent)
+        work.mark_done()

@@ -35,7 +35,7 @@ def table1(ctx: Context) -> Result:
         orig = ctx.original_scores(student)
         rows = []
         for e in map(eps_key, eps_all):
-            keys = ["acc", f"racc@{e}", f"sum-acc@{e}", "clip-zero"]
+            keys = ["acc", f"racc/{e}", f"sum_acc/{e}", "clip_zero"]
             rows.append(["original", e, *[_single(orig.get(k)) for k in keys]])
             rows.append(["baseline", e, *[cells(column(base, k)) if k in base[0] else None for k in keys]])
             rows.append(
@@ -59,28 +59,28 @@ def table1(ctx: Context) -> Result:
             }
         )
         e = eps_key(ABLATION_EPS if ABLATION_EPS in eps_all else eps_all[0])
-        axes = ["acc", f"racc@{e}", f"sum-acc@{e}", "clip-zero"]
+        axes = ["acc", f"racc/{e}", f"sum_acc/{e}", "clip_zero"]
         if not all(k in base[0] for k in axes):
             log.warning("no Figure 1 radar for %s: the evaluation has no zero-shot sets (clip-zero)", student)
         else:
             res.radar.append(
                 {
                     "student": student,
-                    "axes": [f"{a} {e}" if "@" in k else a for a, k in zip(RADAR_AXES, axes)],
+                    "axes": [f"{a} {e}" if "/" in k else a for a, k in zip(RADAR_AXES, axes)],
                     "series": {
                         "baseline": [_mean(column(base, k)) for k in axes],
                         "mmt-ard": [_mean(column(mmt, k)) for k in axes],
                     },
                 }
             )
-        for k in (f"racc@{e}", f"sum-acc@{e}"):
+        for k in (f"racc/{e}", f"sum_acc/{e}"):
             res.summary.append(verdict(f"{student} MMT-ARD vs baseline", column(mmt, k), column(base, k), k))
         res.summary.append(
             verdict(
                 f"{student} MMT-ARD vs undistilled",
-                column(mmt, f"racc@{e}"),
-                [orig[f"racc@{e}"]] * len(mmt),
-                f"racc@{e}",
+                column(mmt, f"racc/{e}"),
+                [orig[f"racc/{e}"]] * len(mmt),
+                f"racc/{e}",
                 paired=False,
             )
         )
@@ -109,7 +109,7 @@ def _ablation(
     scores = {label: ctx.scores(ctx.runs(student, label, ov), [ABLATION_EPS]) for label, ov in variants.items()}
     table = comparison_table(table_id, f"{title} (student {student})", scores, reference)
     table["notes"] += notes or []
-    e = f"sum-acc@{eps_key(ABLATION_EPS)}"
+    e = f"sum_acc/{eps_key(ABLATION_EPS)}"
     summary = [
         verdict(f"{label} vs {reference}", column(s, e), column(scores[reference], e), e)
         for label, s in scores.items()
@@ -190,7 +190,7 @@ def components(ctx: Context) -> Result:
         [(f"gamma on = {gamma:g}. Table 1 changes both factors at once; the effects below change one.")],
     )
     scores = res.data["scores"]
-    e = f"sum-acc@{eps_key(ABLATION_EPS)}"
+    e = f"sum_acc/{eps_key(ABLATION_EPS)}"
     pairs = [
         ("strategy at gamma 0", "confidence, gamma 0", "adv-only, gamma 0 (Table 1 baseline)"),
         ("strategy at gamma on", "confidence, gamma on (MMT-ARD)", "adv-only, gamma on"),

@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from mmt_ard.errors import UserError
+from mmt_ard.evaluation.results import ModelResult
 from mmt_ard.io import atomic_write_text, code_version
 
 LIBRARY = {"open_clip": "open_clip", "hf": "transformers", "vision-state-dict": "pytorch"}
@@ -75,17 +76,17 @@ class CardEvaluation:
         name = name or next(iter(results))
         if name not in results or "acc" not in results[name]:
             raise UserError(f"{path} has no model {name!r}; it has {', '.join(results) or 'none'}")
-        res = results[name]
-        protocol = res.get("protocol") or {}
+        res = ModelResult.from_dict(results[name], str(path), name)
+        protocol = res.protocol or {}
         return cls(
-            acc=res["acc"],
-            racc=dict(res.get("racc", {})),
-            dataset=res.get("dataset", "(not recorded)"),
-            protocol=protocol.get("name", res.get("attack", "pgd")),
+            acc=res.acc,
+            racc=dict(res.racc),
+            dataset=res.dataset or "(not recorded)",
+            protocol=protocol.get("name", res.attack or "pgd"),
             protocol_summary=protocol.get("summary", "(not recorded: results from an older version)"),
             source=f"{path}:{name}",
-            n=res.get("n"),
-            zero_shot=dict(res.get("zero_shot", {})),
+            n=res.n,
+            zero_shot=dict(res.zero_shot),
             norm=protocol.get("norm", "linf"),
         )
 
@@ -106,11 +107,11 @@ class CardEvaluation:
         section = _training(run).get("eval")
         if "acc" not in val or section is None:
             return None
-        racc = {k.removeprefix("racc/"): v for k, v in val.items() if k.startswith("racc/")}
+        res = ModelResult.from_flat(val)
         protocol, text = _protocol_of(section)
         return cls(
-            acc=val["acc"],
-            racc=racc,
+            acc=res.acc,
+            racc=res.racc,
             dataset=section.get("dataset", "(not recorded)"),
             protocol=protocol,
             protocol_summary=text,

@@ -18,7 +18,11 @@ Each folder holds ``results.json`` in one of two layouts:
   ``mean ± std`` plus the mark). ``figures``, ``radar``, ``summary`` and ``notes`` may be absent;
   figure paths are relative to the folder and must exist.
 * an **evaluation** as ``mmt-ard demo`` and ``mmt-ard evaluate`` write it: model name -> evaluation
-  dict, converted by :mod:`mmt_ard.reporting.evaluation_runs`.
+  entry (:class:`~mmt_ard.evaluation.results.ModelResult`), converted by
+  :mod:`mmt_ard.reporting.evaluation_runs`.
+
+Either way the run's per-student tables (columns method, eps, acc, racc) are then read back into a
+headline sentence per student (:mod:`mmt_ard.reporting.headline`).
 
 Every problem raises :class:`~mmt_ard.errors.UserError` naming the file, the field and the fix, before
 the report writes anything.
@@ -32,8 +36,10 @@ from pathlib import Path
 from typing import Any
 
 from mmt_ard.errors import UserError
-from mmt_ard.reporting.evaluation_runs import evaluation_run, is_evaluation_results
+from mmt_ard.evaluation.results import is_results
+from mmt_ard.reporting.evaluation_runs import evaluation_run
 from mmt_ard.reporting.figures import IMAGE_TYPES
+from mmt_ard.reporting.headline import add_headlines
 from mmt_ard.reporting.model import Cell, Figure, Radar, Run, Table
 
 RESULTS = "results.json"
@@ -50,7 +56,12 @@ def load_runs(folders: Sequence[str | Path]) -> list[Run]:
 
 
 def load_run(folder: Path) -> Run:
-    """The run in ``folder``: an experiment or a demo / evaluate folder, told apart by ``kind``."""
+    """The run in ``folder`` (an experiment or a demo / evaluate folder, told apart by ``kind``), with a
+    headline per student read from its tables."""
+    return add_headlines(_read_run(folder))
+
+
+def _read_run(folder: Path) -> Run:
     if not folder.exists():
         raise UserError(f"result folder {str(folder)!r} does not exist; pass a folder written by {PRODUCERS}")
     if not folder.is_dir():
@@ -70,7 +81,7 @@ def load_run(folder: Path) -> Run:
                 "(upgrade mmt-ard or point at the right folder)"
             )
         return parse_experiment(data, folder)
-    if is_evaluation_results(data):
+    if is_results(data):
         return evaluation_run(folder, data)
     raise UserError(
         f'{path}: not a results file mmt-ard knows: expected {{"kind": {EXPERIMENT_KIND!r}, ...}} '

@@ -12,7 +12,22 @@ from typing import Any
 
 from mmt_ard.tables import EMPTY, Cell, Table, cell_detail, cell_text
 
-__all__ = ["EMPTY", "Cell", "Figure", "Image", "Radar", "Run", "Section", "Table", "cell_detail", "format_cell", "slug"]
+__all__ = [
+    "EMPTY",
+    "Cell",
+    "Figure",
+    "Headline",
+    "Image",
+    "Point",
+    "Radar",
+    "Run",
+    "Section",
+    "Student",
+    "Table",
+    "cell_detail",
+    "format_cell",
+    "slug",
+]
 
 
 @dataclass
@@ -38,6 +53,43 @@ class Radar:
         return self.title or f"{self.student}: {' vs '.join(self.series)}"
 
 
+@dataclass(frozen=True)
+class Point:
+    """One accuracy in percent: a mean over ``n`` seeds with its spread, and whether the table marked
+    its paired difference to the baseline significant."""
+
+    mean: float
+    std: float | None = None
+    n: int = 1
+    significant: bool = False
+
+
+@dataclass
+class Student:
+    """One student's Table-1 numbers by method (``original``, ``baseline``, ``mmt-ard``, ...).
+
+    ``acc`` is the clean accuracy per method, ``racc`` the robust accuracy per method and eps key
+    (``2/255``); ``table_id`` names the table they were read from.
+    """
+
+    name: str
+    table_id: str
+    acc: dict[str, Point] = field(default_factory=dict)
+    racc: dict[str, dict[str, Point]] = field(default_factory=dict)
+
+    def eps(self) -> list[str]:
+        """Every eps any method was measured at, in first-seen order."""
+        return list(dict.fromkeys(e for by_eps in self.racc.values() for e in by_eps))
+
+
+@dataclass(frozen=True)
+class Headline:
+    """The answer for one student in one sentence (``text`` follows ``student: ``)."""
+
+    student: str
+    text: str
+
+
 @dataclass
 class Run:
     """Everything a report shows about one result folder."""
@@ -47,10 +99,14 @@ class Run:
     kind: str  # "experiment" (results.json with kind mmt-ard-experiment) or "evaluation" (demo / evaluate)
     meta: dict[str, str] = field(default_factory=dict)  # short facts shown under the heading
     summary: list[str] = field(default_factory=list)
+    intro: list[str] = field(default_factory=list)  # paragraphs on what the numbers are, after the findings
     tables: list[Table] = field(default_factory=list)
     figures: list[Figure] = field(default_factory=list)
     radars: list[Radar] = field(default_factory=list)
+    provenance: list[str] = field(default_factory=list)  # paragraphs after the tables: machine, code, files
     environment: dict[str, Any] = field(default_factory=dict)
+    students: list[Student] = field(default_factory=list)  # read from the tables (reporting.headline)
+    headlines: list[Headline] = field(default_factory=list)  # one per student, shown first
 
 
 @dataclass
@@ -61,11 +117,13 @@ class Image:
     title: str
     data: bytes
     mime: str
+    wide: bool = False  # shown on a row of its own (the eps figure, one panel per student)
 
 
 @dataclass
 class Section:
-    """A run with its images, in the order they are shown (the run's figures, then its radars)."""
+    """A run with its images, in the order they are shown: robust accuracy against eps, the radars,
+    then the run's own figures (training curves)."""
 
     run: Run
     anchor: str

@@ -8,12 +8,13 @@ anything in the output folder changes, and an interrupted write leaves the previ
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
 from mmt_ard.errors import UserError
 from mmt_ard.io import atomic_write_bytes, atomic_write_text
-from mmt_ard.reporting.figures import figure_image, radar_image
+from mmt_ard.reporting.figures import eps_image, figure_image, radar_image
 from mmt_ard.reporting.gather import load_runs
 from mmt_ard.reporting.html import render_html
 from mmt_ard.reporting.markdown import render_markdown
@@ -33,11 +34,18 @@ def default_output(run_dirs: Sequence[str | Path]) -> Path:
     return Path(run_dirs[0]) / DEFAULT_SUBFOLDER
 
 
-def write_report(run_dirs: Sequence[str | Path], output: str | Path | None = None, title: str | None = None) -> Path:
+def write_report(
+    run_dirs: Sequence[str | Path],
+    output: str | Path | None = None,
+    title: str | None = None,
+    markdown_copy: str | Path | None = None,
+) -> Path:
     """Read every folder in ``run_dirs``, write the report into ``output``; the path of ``report.html``.
 
     ``output`` defaults to :func:`default_output`; ``title`` to the run's own title (one folder) or
     "MMT-ARD report". ``report.md`` and the PNG/figure files it references land beside the HTML page.
+    ``markdown_copy``: a file to hold the same Markdown as well, its image links pointing into ``output``
+    (``mmt-ard demo`` keeps one as ``OUTPUT/report.md``).
     """
     runs = load_runs(run_dirs)
     out = Path(output) if output is not None else default_output(run_dirs)
@@ -47,10 +55,17 @@ def write_report(run_dirs: Sequence[str | Path], output: str | Path | None = Non
     sources = [str(r.folder) for r in runs]
     page = render_html(title, sections, sources)
     text = render_markdown(title, sections, sources)
+    copies = {out / MARKDOWN: text}
+    if markdown_copy is not None:
+        copy = Path(markdown_copy)
+        if copy.is_dir():
+            raise UserError(f"the Markdown copy {str(copy)!r} is a folder; pass a file name such as report.md")
+        copies[copy] = render_markdown(title, sections, sources, image_dir(out, copy))
     for section in sections:
         for image in section.images:
             atomic_write_bytes(out / image.file_name, image.data)
-    atomic_write_text(out / MARKDOWN, text)
+    for path, markdown in copies.items():
+        atomic_write_text(path, markdown)
     html_path = atomic_write_text(out / HTML, page)
     log.info(
         "wrote %s and %s (%d tables, %d figures)",
@@ -60,6 +75,12 @@ def write_report(run_dirs: Sequence[str | Path], output: str | Path | None = Non
         sum(len(s.images) for s in sections),
     )
     return html_path
+
+
+def image_dir(out: Path, markdown: Path) -> str:
+    """How Markdown at ``markdown`` reaches the images in ``out``: ``""`` beside them, else ``report/``."""
+    rel = Path(os.path.relpath(out.resolve(), markdown.parent.resolve())).as_posix()
+    return "" if rel == "." else rel + "/"
 
 
 def check_output(out: Path, runs: list[Run]) -> None:
@@ -75,18 +96,21 @@ def check_output(out: Path, runs: list[Run]) -> None:
 
 
 def build_sections(runs: list[Run]) -> list[Section]:
-    """Each run with a unique anchor and its images rendered: its figures, then one radar per student."""
+    """Each run with a unique anchor and its images rendered, in the order a reader wants them: robust
+    accuracy against eps for every student, one radar per student, then the run's own figures."""
     anchors: set[str] = set()
     sections = []
     for run in runs:
         anchor = _unique(slug(run.folder.resolve().name), anchors)
         names: set[str] = set()
         images: list[Image] = []
+        if run.students:
+            images.append(eps_image(run.students, _unique(f"{anchor}-racc-vs-eps", names) + ".png"))
+        for radar in run.radars:
+            images.append(radar_image(radar, _unique(f"{anchor}-radar-{slug(radar.student)}", names) + ".png"))
         for fig in run.figures:
             name = _unique(f"{anchor}-{slug(fig.id)}", names) + fig.path.suffix.lower()
             images.append(figure_image(fig, name))
-        for radar in run.radars:
-            images.append(radar_image(radar, _unique(f"{anchor}-radar-{slug(radar.student)}", names) + ".png"))
         sections.append(Section(run=run, anchor=anchor, images=images))
     return sections
 

@@ -1,7 +1,7 @@
 """Training machinery shared by pretrain, finetune and distill."""
 
 from mmt_ard.data.batches import batch_indices, labeled_batch, step_generator
-from mmt_ard.training.loop import LoopConfig, autocast, resolve_device, train
+from mmt_ard.training.loop import LoopConfig, resolve_device, train
 from mmt_ard.training.optim import OptimConfig, build_optimizer, cosine_lr_factor
 from mmt_ard.training.run import MetricsLogger, RunDir
 
@@ -10,7 +10,6 @@ __all__ = [
     "MetricsLogger",
     "OptimConfig",
     "RunDir",
-    "autocast",
     "batch_indices",
     "build_optimizer",
     "cosine_lr_factor",

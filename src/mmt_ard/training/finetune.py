@@ -17,7 +17,7 @@ pmg-aft    PGD on CE                     CE(z(x'), y) + KL(p(x)||p(x')) + KL(p0(
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -34,10 +34,10 @@ from mmt_ard.evaluation import EvalConfig, check_datasets, validation_eval
 from mmt_ard.models import ModelSpec, PixelCLIP, TextHeadCache, ZeroShotClassifier, default_cache_dir, load_clip
 from mmt_ard.models.export import export_open_clip
 from mmt_ard.models.frozen import Frozen, frozen_copy
+from mmt_ard.precision import compute_dtype
 from mmt_ard.registry import Registry
 from mmt_ard.training.loop import LoopConfig, labeled_batches, resolve_loop, train_and_export, validation_metrics
 from mmt_ard.training.optim import OptimConfig
-from mmt_ard.training.precision import compute_dtype
 from mmt_ard.training.run import RunDir
 
 Terms = dict[str, torch.Tensor]
@@ -168,7 +168,9 @@ def run_finetune(cfg: FinetuneConfig, resume: bool = False, overwrite: bool = Fa
     cfg.optim.validate()
     cfg.eval.validate()
     check_datasets(cfg.eval)
-    device = resolve_loop(cfg.loop)
+    resolved = resolve_loop(cfg.loop)
+    device = resolved.device
+    cfg = replace(cfg, loop=resolved.loop)  # the run's config (recorded in config.yaml); the caller's is unchanged
     torch.manual_seed(cfg.loop.seed)
     ds = build_dataset(cfg.data)
     clip = load_clip(cfg.model, device=device)

@@ -25,15 +25,18 @@ from tqdm.auto import tqdm
 
 from mmt_ard import distributed
 from mmt_ard.data.pipeline import LoaderConfig, StepBatches
+from mmt_ard.devices import resolve_device
 from mmt_ard.errors import ConfigError, UserError
 from mmt_ard.evaluation import EvalConfig, evaluate_model
 from mmt_ard.io import atomic_write_json
 from mmt_ard.models import PixelCLIP, TextHeadCache
+from mmt_ard.precision import Precision, autocast, effective_precision
 from mmt_ard.training.checkpoint import BestCheckpoint, load_training_state, save_training_state
 from mmt_ard.training.guards import NonFiniteGuard, StopRequests
 from mmt_ard.training.optim import OptimConfig, build_optimizer
-from mmt_ard.training.precision import Precision, effective_precision
+from mmt_ard.training.progress import log_lines_above_bars
 from mmt_ard.training.run import RunDir
+from mmt_ard.training.timing import sync
 
 log = logging.getLogger(__name__)
 
@@ -56,27 +59,23 @@ class LoopConfig:
     data: LoaderConfig = field(default_factory=LoaderConfig)  # workers etc. for data read from disk
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":  # under torchrun too: join the process group (it used to be skipped for "auto")
-        return distributed.setup(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device cuda was asked for but no CUDA GPU is available; use device=cpu")
-    return distributed.setup(device)  # under torchrun: join the process group, cuda:LOCAL_RANK
+@dataclass(frozen=True)
+class ResolvedLoop:
+    """What a :class:`LoopConfig` resolves to on this machine, returned beside it (the config is never changed)."""
+
+    device: torch.device
+    loop: LoopConfig  # a copy of the requested loop whose ``precision`` is what runs on ``device``
+
+    @property
+    def precision(self) -> Precision:
+        return self.loop.precision
 
 
-def resolve_loop(loop: LoopConfig) -> torch.device:
-    """The device to train on; sets ``loop.precision`` to what will run there (see precision.py)."""
+def resolve_loop(loop: LoopConfig) -> ResolvedLoop:
+    """The device to train on and the loop as it runs there: bf16 falls back to fp32 where it is not
+    native (see precision.py). ``loop`` itself is left as asked."""
     device = resolve_device(loop.device)
-    loop.precision = effective_precision(loop.precision, device, loop.force_bf16)
-    return device
-
-
-def autocast(device: torch.device, precision: Precision) -> torch.autocast:
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    return ResolvedLoop(device, replace(loop, precision=effective_precision(loop.precision, device, loop.force_bf16)))
 
 
 def train(
@@ -108,10 +107,11 @@ def train(
     window_steps = 0
     end = min(loop.stop_after, optim.steps) if loop.stop_after > 0 else optim.steps
     stop_reason = "stop_after" if end < optim.steps else None
-    bar = tqdm(range(start, end), desc=desc, initial=start, total=optim.steps, disable=None)
+    # leave=None: the finished bar stays, unless it sits under another (the demo's overall bar)
+    bar = tqdm(range(start, end), desc=desc, initial=start, total=optim.steps, disable=None, leave=None)
     t_window = t_start = time.perf_counter()
     val_seconds = 0.0  # validation time, left out of train_seconds
-    with StopRequests(loop.max_time) as requests:
+    with StopRequests(loop.max_time) as requests, log_lines_above_bars():  # validation logs under the bar
         for step in bar:
             task.train()
             batch = batches(step)
@@ -138,7 +138,7 @@ def train(
             if loop.checkpoint_every and done % loop.checkpoint_every == 0:
                 save_training_state(run.checkpoint, done, task, opt, sched)
             if validate is not None and loop.eval_every and done % loop.eval_every == 0 and done < optim.steps:
-                _sync(device)  # queued training work belongs to training time
+                sync(device)  # queued training work belongs to training time
                 t_val = time.perf_counter()
                 val = validate(done)
                 # training seconds so far (this process, validation excluded): the efficiency curves' x axis
@@ -164,7 +164,7 @@ def train(
         )
         return {"train": last, "val": val, "stopped_at": end, "reason": stop_reason}
     if validate is not None:
-        _sync(device)
+        sync(device)
         t_val = time.perf_counter()
         val = validate(optim.steps)
         run.metrics.log(optim.steps, {**val, "train_seconds": round(t_val - t_start - val_seconds, 3)}, prefix="val")
@@ -246,11 +246,6 @@ def labeled_batches(
     return StepBatches(ds, batch_size, seed, device, data)
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def validation_metrics(
     clip: PixelCLIP, cfg: EvalConfig, heads: TextHeadCache, device: torch.device, name: str = "val"
 ) -> dict[str, float]:
@@ -262,15 +257,7 @@ def validation_metrics(
     """
     # no AutoAttack state: the model changes between validations, a state file would resume another model's flags
     cfg = replace(cfg, sanity=False, state_dir=None)
-    return flat_metrics(evaluate_model(clip, cfg, heads=heads, name=name, device=device))
-
-
-def flat_metrics(result: dict[str, Any]) -> dict[str, float]:
-    """An :func:`~mmt_ard.evaluation.evaluate_model` result as flat ``name/key -> value`` scalars."""
-    flat = {"acc": result["acc"]}
-    for group in ("racc", "sum_acc", "zero_shot"):
-        flat.update({f"{group}/{k}": v for k, v in result.get(group, {}).items()})
-    return flat
+    return evaluate_model(clip, cfg, heads=heads, name=name, device=device).flat()  # racc/2/255, ...
 
 
 def _batch_size(batch: Any) -> int:

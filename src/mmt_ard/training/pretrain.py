@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -81,7 +81,9 @@ def run_pretrain(cfg: PretrainConfig, resume: bool = False, overwrite: bool = Fa
     cfg.optim.validate()
     cfg.eval.validate()
     check_datasets(cfg.eval)
-    device = resolve_loop(cfg.loop)
+    resolved = resolve_loop(cfg.loop)
+    device = resolved.device
+    cfg = replace(cfg, loop=resolved.loop)  # the run's config (recorded in config.yaml); the caller's is unchanged
     torch.manual_seed(cfg.loop.seed)
     ds = build_caption_dataset(cfg.data)
     clip = load_clip(cfg.model, device=device)

@@ -15,18 +15,25 @@ from contextlib import contextmanager
 import torch
 
 
+def sync(device: torch.device | None) -> None:
+    """Wait for the work queued on ``device``: CUDA runs asynchronously, so a host clock read without
+    this measures only the launch (a no-op on other devices)."""
+    if device is not None and device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 class Sections:
     """Seconds spent per named section, summed over calls (``enabled=False``: a no-op)."""
 
     def __init__(self, device: torch.device | None = None, enabled: bool = True) -> None:
         self.enabled = enabled
-        self.cuda = device is not None and device.type == "cuda"
+        self.device = device
         self.totals: dict[str, float] = {}
         self.counts: dict[str, int] = {}
 
     def sync(self) -> None:
-        if self.enabled and self.cuda:
-            torch.cuda.synchronize()
+        if self.enabled:
+            sync(self.device)
 
     @contextmanager
     def __call__(self, name: str) -> Iterator[None]:
