@@ -1,9 +1,11 @@
 """Finished work kept on disk and reused while nothing it depends on has changed.
 
-One mechanism for every "do it once" in the tool: the demo's evaluations, ``mmt-ard evaluate``'s
-resumable attack state and the experiment store's evaluations and runs. A piece of work is a JSON
-result plus the *key* it was computed under (configs, model specs, :func:`file_stamp` of every
-input file); it is reused only when the stored key equals the key of the request.
+One mechanism for every "do it once" over finished results: the demo's evaluations and its protocol
+gap, the experiment store's evaluations and runs (``summary.json`` + ``experiment-key.json``), and
+the key of ``mmt-ard evaluate``'s resumable AutoAttack state (:func:`digest`). A piece of work is a
+JSON result plus the *key* it was computed under (configs, model specs, :func:`file_stamp` of every
+input file); it is reused only when the stored key equals the key of the request. (A training
+stage's own folder is reused by its run folder's ``config.yaml``, which resume checks as well.)
 
 The result is written first and the key last, both atomically: a crash between the two leaves a
 result without its key, which is recomputed, never trusted.
@@ -14,17 +16,15 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from mmt_ard.io import atomic_write_json
 
 __all__ = ["FinishedWork", "digest", "file_stamp"]
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 
 def file_stamp(path: str | Path | None) -> list[Any]:
@@ -90,12 +90,3 @@ class FinishedWork:
         """Record the key for a result someone else wrote (e.g. a training run's ``summary.json``)."""
         if self.key_file is not None:
             atomic_write_json(self.key_file, _normal(self.key))
-
-    def get(self, compute: Callable[[], T], reuse: bool = True, label: str = "") -> T:
-        """The stored result when ``reuse`` and :meth:`done`; otherwise ``compute()``, saved."""
-        if reuse:
-            found = self.load()
-            if found is not None:
-                log.info("reusing %s%s", label + " from " if label else "", self.result)
-                return found  # type: ignore[no-any-return]
-        return self.save(compute())  # type: ignore[no-any-return]

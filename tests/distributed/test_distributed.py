@@ -87,7 +87,7 @@ def _torchrun(output: Path, *extra: str) -> None:
 
 
 def tiny_cfg_args(output: Path) -> list[str]:
-    from .test_distill_run import TINY
+    from tests.helpers import TINY
 
     return [*TINY, f"output={output}", *RUN]
 

@@ -182,8 +182,7 @@ def test_run_evaluate_from_python_leaves_its_config_alone(tmp_path):
     from mmt_ard.evaluation.run import state_key
     from mmt_ard.models import ModelSpec
     from mmt_ard.models.export import export_open_clip
-
-    from .conftest import tiny_clip
+    from tests.conftest import tiny_clip
 
     export_open_clip(tiny_clip("mmt-vit-s"), tmp_path / "student")
     ev = EvalConfig(eps=[1 / 255], pgd=PGDSettings(steps=1), limit=8, zero_shot=[], sanity=False)

@@ -80,7 +80,7 @@ def test_evaluate_with_autoattack_writes_flags_and_cleans_its_state(tmp_path, ca
         "source": "",
     }
     assert {"monotone_in_eps", "autoattack_not_weaker"} <= set(res["sanity"])
-    assert "## Sanity checks" in capsys.readouterr().out
+    assert "**Sanity checks (gradient masking, weak attacks)**" in capsys.readouterr().out
     assert not (out / "autoattack-state").exists()
 
 

@@ -6,19 +6,12 @@ which shows this figure with the run's other figures.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-__all__ = ["plot_curves", "read_metrics"]
+from mmt_ard.training.run import read_metrics
 
-
-def read_metrics(folder: Path) -> list[dict[str, Any]]:
-    """The rows of a run's ``metrics.jsonl`` (none when it has none)."""
-    path = folder / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+__all__ = ["plot_curves"]
 
 
 def plot_curves(out: Path, stages: list[Any], target: Path) -> None:

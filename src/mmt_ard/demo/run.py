@@ -24,7 +24,7 @@ from mmt_ard.demo.evaluate import Results, evaluate_all, protocol_gap
 from mmt_ard.demo.plan import DemoPlan
 from mmt_ard.demo.progress import StageProgress
 from mmt_ard.demo.stages import Stage, plan_stages, run_stages
-from mmt_ard.evaluation import markdown_table
+from mmt_ard.evaluation import results_markdown
 from mmt_ard.evaluation.chain import attack_names
 from mmt_ard.evaluation.protocols import summary
 from mmt_ard.io import atomic_write_text, code_version, environment
@@ -135,7 +135,7 @@ def run_demo(
     report = out / "report.md"
     title = "MMT-ARD demo" + (" (quick)" if quick else "")
     html = write_report([out], out / REPORT_FOLDER, title=title, markdown_copy=report)
-    atomic_write_text(out / "table.md", markdown_table(results))
+    atomic_write_text(out / "table.md", results_markdown(results, plan.eval_config()))
     print(f"\nDemo finished in {seconds['total']:.0f} s. Report: {report} (one page with figures: {html})\n")
     print(report.read_text())
     return report

@@ -7,7 +7,7 @@ import closes a circle):
 (the per-sample chain, ``pgd``) -> ``autoattack`` (pyautoattack's attacks and the protocols, registered
 here on import) and ``sanity`` -> ``metrics`` (:func:`evaluate_model`) -> ``tables`` (one builder per
 table: :func:`build_table1`, :func:`build_zero_shot`, :func:`build_attack_gap`, :func:`build_sanity`)
--> ``report`` (their Markdown strings) -> ``run`` (``mmt-ard evaluate``: :class:`EvaluateConfig`,
+-> ``run`` (``mmt-ard evaluate``: :class:`EvaluateConfig`,
 :func:`run_evaluate`).
 """
 
@@ -21,9 +21,8 @@ from mmt_ard.evaluation.protocols import (
     SquareSettings,
     TargetedSettings,
 )
-from mmt_ard.evaluation.report import attack_gap_table, markdown_table, sanity_markdown
 from mmt_ard.evaluation.results import ModelResult, read_results, results_from_dict, write_results
-from mmt_ard.evaluation.run import EvaluateConfig, run_evaluate
+from mmt_ard.evaluation.run import EvaluateConfig, results_markdown, run_evaluate
 from mmt_ard.evaluation.tables import (
     build_attack_gap,
     build_sanity,
@@ -42,7 +41,6 @@ __all__ = [
     "SquareSettings",
     "TargetedSettings",
     "accuracy_under_attack",
-    "attack_gap_table",
     "build_attack_gap",
     "build_sanity",
     "build_table1",
@@ -52,11 +50,10 @@ __all__ = [
     "evaluate_model",
     "evaluate_models",
     "evaluation_tables",
-    "markdown_table",
     "read_results",
     "results_from_dict",
+    "results_markdown",
     "run_evaluate",
-    "sanity_markdown",
     "validation_eval",
     "write_results",
 ]

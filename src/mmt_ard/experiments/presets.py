@@ -86,13 +86,16 @@ class Preset:
         return self.students[student].student
 
 
+def _no_intermediate(cfg: DistillConfig) -> DistillConfig:
+    """``cfg`` without validation or checkpoints between the start and the end of training."""
+    return replace(cfg, loop=replace(cfg.loop, eval_every=0, checkpoint_every=0))
+
+
 def builtin_preset(world: Path, plan: DemoPlan, keep_foreign: bool = False) -> Preset:
     """The built-in world under ``world`` (built on first use, reused after), students as the demo's.
     ``keep_foreign``: refuse, rather than retrain, world stages built with another config."""
-    students = {key: student_recipe(world, plan, key) for key in plan.students}
-    for cfg in students.values():
-        cfg.loop.eval_every = 0  # experiments validate only at the end (efficiency asks for curves itself)
-        cfg.loop.checkpoint_every = 0
+    # experiments validate only at the end (efficiency asks for curves itself)
+    students = {key: _no_intermediate(student_recipe(world, plan, key)) for key in plan.students}
     test = replace(plan.eval_config(), attack="pgd", sanity=False)
 
     def prepare() -> None:
@@ -170,8 +173,7 @@ def paper_preset(inputs: PaperInputs) -> Preset:
     students = {}
     for key, name in PAPER_STUDENTS.items():
         cfg = from_dict(DistillConfig, _substitute(read_yaml(PRESET_DIR / f"{name}.yaml"), values))
-        cfg.loop.device = inputs.device
-        students[key] = cfg
+        students[key] = replace(cfg, loop=replace(cfg.loop, device=inputs.device))
     evaluation = from_dict(EvalConfig, _substitute(read_yaml(PRESET_DIR / "paper-eval.yaml")["eval"], values))
     if inputs.zero_shot_root:
         root = Path(inputs.zero_shot_root)

@@ -28,6 +28,7 @@ from mmt_ard.evaluation import EvalConfig, ModelResult, evaluate_model
 from mmt_ard.finished import FinishedWork, digest
 from mmt_ard.models import ModelSpec, TextHeadCache, default_cache_dir, load_clip
 from mmt_ard.models.export import resolve_weights, spec_stamp
+from mmt_ard.training.run import read_metrics
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +51,7 @@ class Run:
         return ModelSpec(self.cfg.student.arch, str(self.path / "student"))
 
     def metrics(self) -> list[dict[str, Any]]:
-        path = self.path / "metrics.jsonl"
-        return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.is_file() else []
+        return read_metrics(self.path)
 
 
 @dataclass

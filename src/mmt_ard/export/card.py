@@ -24,6 +24,7 @@ import yaml
 from mmt_ard.errors import UserError
 from mmt_ard.evaluation.results import ModelResult
 from mmt_ard.io import atomic_write_text, code_version
+from mmt_ard.training.run import read_metrics
 
 LIBRARY = {"open_clip": "open_clip", "hf": "transformers", "vision-state-dict": "pytorch"}
 PIPELINE = {
@@ -101,7 +102,7 @@ class CardEvaluation:
         val, where = done.get("val") or {}, f"{summary_file} (the run's last validation)"
         step = (done.get("selected") or {}).get("step")
         if step is not None:  # the exported model is an earlier step's: its own validation row
-            rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+            rows = read_metrics(run)
             val = next((r for r in rows if r.get("split") == "val" and r.get("step") == step), {})
             where = f"{run / 'metrics.jsonl'} (the validation of step {step}, the exported model)"
         section = _training(run).get("eval")

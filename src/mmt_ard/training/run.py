@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 
 class MetricsLogger:
-    """Appends metric dicts to ``metrics.jsonl`` and mirrors scalars to TensorBoard."""
+    """Appends metric dicts to ``metrics.jsonl`` and mirrors scalars to TensorBoard (:func:`read_metrics` reads them back)."""
 
     def __init__(self, folder: Path, tensorboard: bool = True) -> None:
         self.folder = folder
@@ -119,3 +119,9 @@ class RunDir:
 
     def close(self) -> None:
         self.metrics.close()
+
+
+def read_metrics(folder: str | Path) -> list[dict[str, Any]]:
+    """The rows of a run folder's ``metrics.jsonl``, in order (none when it has none)."""
+    path = Path(folder) / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []

@@ -11,7 +11,7 @@ from mmt_ard.evaluation import (
     accuracy_under_attack,
     eps_key,
     evaluate_model,
-    markdown_table,
+    results_markdown,
 )
 from mmt_ard.models import TextHeadCache, ZeroShotClassifier
 from mmt_ard.training import batch_indices, labeled_batch
@@ -88,7 +88,7 @@ def test_eps_keys():
 def test_markdown_table_has_one_table_1_per_architecture():
     res = ModelResult(acc=50.0, racc={"1/255": 40.0}, sum_acc={"1/255": 90.0}, zero_shot={"combos": 30.0})
     other = ModelResult(acc=60.0, racc={"1/255": 20.0}, sum_acc={"1/255": 80.0}, zero_shot={"combos": 35.0})
-    table = markdown_table({"vit/baseline": res, "vit/mmt-ard": res, "rn/mmt-ard": other})
+    table = results_markdown({"vit/baseline": res, "vit/mmt-ard": res, "rn/mmt-ard": other}, EvalConfig(eps=[]))
     vit, rest = table.split("**Table 1: rn**")
     rn, zero_shot = rest.split("**Zero-shot accuracy (clean)**")  # the zero-shot table follows Table 1
     assert "**Table 1: vit**" in vit and "| method | eps | acc | racc | sum-acc | clip-zero |" in vit

@@ -6,7 +6,6 @@ import torch
 
 from mmt_ard.evaluation import APGDSettings, EvalConfig, PGDSettings, TargetedSettings
 from mmt_ard.evaluation.attacks import AttackTrace
-from mmt_ard.evaluation.report import sanity_markdown
 from mmt_ard.evaluation.results import ModelResult
 from mmt_ard.evaluation.sanity import (
     check_chance,
@@ -16,7 +15,9 @@ from mmt_ard.evaluation.sanity import (
     check_stronger,
     run_sanity_checks,
 )
+from mmt_ard.evaluation.tables import build_sanity
 from mmt_ard.models import ZeroShotClassifier
+from mmt_ard.tables import markdown_table
 from tests.conftest import tiny_classifier
 
 
@@ -95,7 +96,7 @@ def test_gradient_masking_is_flagged_with_cause_and_fix(caplog):
     assert flags["nonzero_gradients"]["value"] == {"zero": 16, "checked": 16}
     assert "gradient masking" in flags["nonzero_gradients"]["cause"]
     assert "sanity check large_eps_to_chance failed" in caplog.text and "Try:" in caplog.text
-    text = sanity_markdown({"masked": ModelResult(acc=90.0, sanity=flags)})
+    text = markdown_table(build_sanity({"masked": ModelResult(acc=90.0, sanity=flags)}))
     assert "nonzero_gradients FAILED" in text and "likely gradient masking" in text and "try: " in text
 
 
@@ -115,5 +116,5 @@ def test_a_normal_model_passes_every_check(caplog):
     }
     assert all(f["ok"] for f in flags.values()), flags
     assert "sanity check" not in caplog.text
-    assert "all checks pass" in sanity_markdown({"m": ModelResult(acc=90.0, sanity=flags)})
-    assert sanity_markdown({"m": ModelResult(acc=90.0)}) == ""  # no checks run: no section
+    assert "all checks pass" in markdown_table(build_sanity({"m": ModelResult(acc=90.0, sanity=flags)}))
+    assert build_sanity({"m": ModelResult(acc=90.0)}) is None  # no checks run: no table

@@ -267,8 +267,7 @@ def test_the_run_store_resumes_a_real_interrupted_distillation(tmp_path):
     from mmt_ard.config import load_config, to_dict
     from mmt_ard.distill.run import DistillConfig, run_distill
     from mmt_ard.experiments.store import RUN_DIGEST, RunStore, digest
-
-    from .test_distill_run import TINY
+    from tests.helpers import TINY
 
     s = RunStore(tmp_path)
     cfg = s.config(load_config(DistillConfig, overrides=TINY), {}, seed=0)

@@ -260,7 +260,7 @@ def test_the_demo_page_fits_a_1280_px_window(tmp_path):
     """The demo's paragraphs (a real plan's JSON on one line included) wrap; every table and figure renders."""
     from dataclasses import asdict
 
-    from tests.unit.reporting.test_report import assert_fits_the_window, rendered
+    from tests.unit.reporting.test_writer import assert_fits_the_window, rendered
 
     folder = demo_folder(tmp_path / "demo")
     facts(plan=asdict(DemoPlan.load("default"))).save(folder)
