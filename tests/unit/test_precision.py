@@ -164,6 +164,24 @@ def test_bf16_teachers_with_a_float32_student(images):
     assert torch.isfinite(terms["loss"]) and terms["loss"].dtype == torch.float32
 
 
+def _tiny(tmp_path, *extra: str) -> DistillConfig:
+    """A one-step distillation of tiny models on 32 built-in images, into ``tmp_path``."""
+    overrides = [
+        "data=builtin:shapes:split=train,n=32",
+        "student.arch=mmt-vit-s",
+        "teacher_clean.arch=mmt-vit-t",
+        "teacher_adv.arch=mmt-vit-t",
+        "optim.steps=1",
+        "optim.batch_size=8",
+        "attack.steps=1",
+        "eval.limit=8",
+        "eval.pgd.steps=1",
+        *extra,
+        f"output={tmp_path}",
+    ]
+    return load_config(DistillConfig, overrides=overrides)
+
+
 @pytest.mark.parametrize(
     ("loop", "teachers", "expected"),
     [("bf16", "", ("bf16", torch.bfloat16)), ("fp32", "bf16", ("fp32", torch.bfloat16))],
@@ -179,23 +197,7 @@ def test_a_bf16_run_on_a_cpu_with_native_bf16_trains_in_bf16(monkeypatch, tmp_pa
         held.append((self.precision, held_dtype(self.teacher_adv.module.clip.visual)))
 
     monkeypatch.setattr(DistillationTask, "__init__", recording_init)
-    cfg = load_config(
-        DistillConfig,
-        overrides=[
-            "data=builtin:shapes:split=train,n=32",
-            "student.arch=mmt-vit-s",
-            "teacher_clean.arch=mmt-vit-t",
-            "teacher_adv.arch=mmt-vit-t",
-            "optim.steps=1",
-            "optim.batch_size=8",
-            "attack.steps=1",
-            "eval.limit=8",
-            "eval.pgd.steps=1",
-            f"loop.precision={loop}",
-            f"fast.teacher_precision={teachers}",
-            f"output={tmp_path}",
-        ],
-    )
+    cfg = _tiny(tmp_path, f"loop.precision={loop}", f"fast.teacher_precision={teachers}")
     summary = run_distill(cfg)
     assert held == [expected]
     saved = yaml.safe_load((tmp_path / "config.yaml").read_text())["config"]
@@ -205,22 +207,7 @@ def test_a_bf16_run_on_a_cpu_with_native_bf16_trains_in_bf16(monkeypatch, tmp_pa
 
 def test_bf16_teachers_fall_back_to_float32_without_native_bf16(monkeypatch, tmp_path):
     monkeypatch.setattr(prec, "bf16_native", lambda device: False)
-    cfg = load_config(
-        DistillConfig,
-        overrides=[
-            "data=builtin:shapes:split=train,n=32",
-            "student.arch=mmt-vit-s",
-            "teacher_clean.arch=mmt-vit-t",
-            "teacher_adv.arch=mmt-vit-t",
-            "optim.steps=1",
-            "optim.batch_size=8",
-            "attack.steps=1",
-            "eval.limit=8",
-            "eval.pgd.steps=1",
-            "fast.teacher_precision=bf16",
-            f"output={tmp_path}",
-        ],
-    )
+    cfg = _tiny(tmp_path, "fast.teacher_precision=bf16")
     run_distill(cfg)
     assert yaml.safe_load((tmp_path / "config.yaml").read_text())["config"]["fast"]["teacher_precision"] == "fp32"
 

@@ -5,5 +5,5 @@
 the shared, config-keyed distillation runs; :mod:`~mmt_ard.experiments.stats` the paired-seed
 statistics; :mod:`~mmt_ard.experiments.tables`, :mod:`~mmt_ard.experiments.efficiency` and
 :mod:`~mmt_ard.experiments.analyses` the experiments themselves. Their tables' cells are rendered by
-:mod:`mmt_ard.reporting.cells`; reporting, a lower layer, imports nothing from here.
+:mod:`mmt_ard.tables`, the one cell format; reporting, a lower layer, imports nothing from here.
 """

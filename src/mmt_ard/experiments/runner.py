@@ -87,7 +87,7 @@ def listing() -> str:
 
 
 def _markdown(name: str, result: dict[str, Any]) -> str:
-    from mmt_ard.reporting.cells import table_markdown
+    from mmt_ard.tables import Table, markdown_table
 
     lines = [
         f"# {result['title']}",
@@ -96,7 +96,8 @@ def _markdown(name: str, result: dict[str, Any]) -> str:
         "",
     ]
     for table in result["tables"]:
-        lines += [f"## {table['title']}", "", table_markdown(table), ""]
+        plain = Table.from_dict({**table, "notes": []})  # the notes follow as paragraphs
+        lines += [f"## {table['title']}", "", markdown_table(plain, title=False).rstrip("\n"), ""]
         lines += [f"{n}" for n in table.get("notes", [])] + [""]
     for fig in result["figures"]:
         lines += [f"![{fig['title']}]({fig['path']})", ""]
