@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -34,9 +36,13 @@ TEMPLATES = ["a photo of a {}.", "a {}."]
 
 
 @pytest.fixture(autouse=True)
-def _isolated(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MMT_ARD_CACHE", str(tmp_path_factory.mktemp("cache")))
+def _isolated(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Each test gets its own empty cache folder (deleted after it) and the same seed."""
+    cache = tmp_path_factory.mktemp("cache")
+    monkeypatch.setenv("MMT_ARD_CACHE", str(cache))
     torch.manual_seed(0)
+    yield
+    shutil.rmtree(cache, ignore_errors=True)
 
 
 def tiny_clip(arch: str = "mmt-vit-s", seed: int = 0) -> PixelCLIP:
