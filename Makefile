@@ -1,5 +1,5 @@
 # Two entry points, each doing its own set-up on a fresh machine:
-#   make demo   - the whole MMT-ARD pipeline on the built-in world (offline, CPU, about 25 min on 2 cores)
+#   make demo   - the whole MMT-ARD pipeline on the built-in world (offline, CPU, 10-25 min on 2 cores)
 #   make test   - the test suite
 PYTHON ?= python3
 VENV ?= .venv
