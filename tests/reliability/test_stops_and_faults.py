@@ -95,6 +95,25 @@ def test_stop_signals_checkpoint_at_the_end_of_the_step_and_resume_exactly(tmp_p
     assert signal.getsignal(sig) == handler_before  # the run's handlers are gone afterwards
 
 
+@pytest.mark.parametrize("peer_lost", [True, False])
+def test_a_dead_peer_leaves_sigterm_ignored_and_any_other_error_restores_the_handlers(monkeypatch, peer_lost):
+    """torchrun SIGTERMs the survivors of a dead worker: it must not cut off the error that explains it."""
+    from mmt_ard import distributed
+    from mmt_ard.training.guards import STOP_SIGNALS, StopRequests
+
+    before = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    monkeypatch.setattr(distributed, "peer_failure", lambda e: peer_lost and "peer" in str(e))
+    try:
+        with pytest.raises(RuntimeError), StopRequests():
+            raise RuntimeError("Connection closed by peer")
+        after = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+    expected = {**before, signal.SIGTERM: signal.SIG_IGN} if peer_lost else before
+    assert after == expected  # only SIGTERM, only for a dead peer; Ctrl-C and SIGUSR1 work as before
+
+
 def test_max_time_stops_with_a_checkpoint(tmp_path):
     from mmt_ard.distill.run import run_distill
 

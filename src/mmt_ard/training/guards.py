@@ -3,7 +3,10 @@
 :class:`StopRequests` turns SIGTERM and SIGUSR1 (what SLURM and Kubernetes send before killing a
 job) and Ctrl-C into a request that the training loop honours at the end of the current step:
 it saves a checkpoint and returns, and the run continues with ``--resume``. A second Ctrl-C
-interrupts at once. ``loop.max_time`` asks for the same stop after a wall-clock budget.
+interrupts at once. ``loop.max_time`` asks for the same stop after a wall-clock budget. When the
+loop ends because another process of a torchrun job died, SIGTERM stays ignored: torchrun
+terminates the survivors 0.1 s after a worker's death, and this process is already on its way
+out with an error that says why and how to resume; a SIGTERM then would cut that message off.
 
 :class:`NonFiniteGuard` detects a non-finite loss or gradient on the device, without a host
 sync: the flag goes to the fused AdamW step as ``found_inf``, which then leaves parameters and
@@ -23,6 +26,7 @@ from typing import Any
 import torch
 from typing_extensions import Self
 
+from mmt_ard import distributed
 from mmt_ard.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -45,9 +49,13 @@ class StopRequests:
                 self._saved[sig] = signal.signal(sig, self._handle)
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        peer_lost = exc is not None and distributed.peer_failure(exc)
         for sig, handler in self._saved.items():
-            signal.signal(sig, handler)
+            # torchrun's SIGTERM to the survivors of a dead worker must not cut off the error that follows
+            signal.signal(sig, signal.SIG_IGN if peer_lost and sig == signal.SIGTERM else handler)
+        if peer_lost:
+            log.debug("another process of this run died: SIGTERM ignored while this one reports it and exits")
         self._saved.clear()
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
