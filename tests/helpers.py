@@ -1,10 +1,15 @@
 """Helpers shared by tests of several folders (fixtures live in conftest.py)."""
 
 import io
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 from safetensors.torch import load_file
 
+import mmt_ard
 from mmt_ard.config import load_config
 from mmt_ard.distill.run import DistillConfig
 
@@ -26,6 +31,21 @@ TINY = [
 
 def tiny_cfg(output, *extra) -> DistillConfig:
     return load_config(DistillConfig, overrides=[*TINY, f"output={output}", *extra])
+
+
+def torchrun_distill(
+    output: Path, *args: str, nproc: int = 2, script: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """``mmt-ard distill --output OUTPUT ARGS`` under ``torchrun --standalone --nproc_per_node NPROC``, this
+    checkout's package on PYTHONPATH, one thread per process; ``script`` replaces ``-m mmt_ard.cli.main`` (an
+    entry point with patches). The caller checks the result."""
+    entry = [str(script)] if script is not None else ["-m", "mmt_ard.cli.main"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc), *entry]
+    src = str(Path(mmt_ard.__file__).resolve().parents[1])
+    full_env = {**os.environ, "PYTHONPATH": src, "OMP_NUM_THREADS": "1", **(env or {})}
+    return subprocess.run(
+        [*cmd, "distill", "--output", str(output), *args], env=full_env, capture_output=True, text=True, timeout=300
+    )
 
 
 def student_weights(folder):

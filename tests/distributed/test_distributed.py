@@ -9,21 +9,17 @@ noise: it grows with the learning rate (1.7e-4 at lr 5e-3), not with the number 
 """
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-import mmt_ard
 from mmt_ard import distributed
 from mmt_ard.data.batches import batch_indices
 from mmt_ard.data.pipeline import StepBatchSampler
 from mmt_ard.distill.run import run_distill
 from mmt_ard.errors import ConfigError
-from tests.helpers import tiny_cfg
+from tests.helpers import tiny_cfg, torchrun_distill
 
 TOLERANCE = 5e-5
 RUN = [
@@ -64,25 +60,8 @@ def test_random_starts_do_not_depend_on_the_rank(monkeypatch):
 
 
 def _torchrun(output: Path, *extra: str) -> None:
-    src = str(Path(mmt_ard.__file__).resolve().parents[1])
-    env = {**os.environ, "PYTHONPATH": src, "OMP_NUM_THREADS": "1"}
     overrides = [a for a in tiny_cfg_args(output) if not a.startswith("output=")]
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "-m",
-        "mmt_ard.cli.main",
-        "distill",
-        "--output",
-        str(output),
-        *overrides,
-        *extra,
-    ]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    done = torchrun_distill(output, *overrides, *extra)
     assert done.returncode == 0, done.stderr[-3000:]
 
 
@@ -176,25 +155,10 @@ def test_a_dead_worker_ends_the_run_quickly_and_it_resumes(tmp_path):
 
     script = tmp_path / "dies.py"
     script.write_text(DIES)
-    src = str(Path(mmt_ard.__file__).resolve().parents[1])
-    env = {**os.environ, "PYTHONPATH": src, "OMP_NUM_THREADS": "1", "MMT_ARD_DIST_TIMEOUT": "30"}
     overrides = [a for a in tiny_cfg_args(tmp_path / "r") if not a.startswith("output=")]
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        str(script),
-        "distill",
-        "--output",
-        str(tmp_path / "r"),
-        *overrides,
-        "loop.checkpoint_every=1",
-    ]
+    args = [*overrides, "loop.checkpoint_every=1"]
     t0 = time.monotonic()
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+    done = torchrun_distill(tmp_path / "r", *args, script=script, env={"MMT_ARD_DIST_TIMEOUT": "30"})
     assert done.returncode != 0 and time.monotonic() - t0 < 120  # no hang
     # rank 0 says why, and was not killed by torchrun's SIGTERM on its way out
     assert "another process of this run failed" in done.stderr and "--resume" in done.stderr, done.stderr[-4000:]

@@ -9,14 +9,10 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-import mmt_ard
 from mmt_ard.analysis import bound_radii, cam_maps
 from mmt_ard.cli.main import main
 from mmt_ard.demo import DemoPlan
@@ -24,7 +20,7 @@ from mmt_ard.experiments.analyses import _adversarial
 from mmt_ard.precision import bf16_native
 from tests.conftest import smoke_plan, tiny_classifier
 from tests.e2e.test_paper_e2e import spec, standins  # noqa: F401 - standins is a fixture
-from tests.helpers import TINY
+from tests.helpers import TINY, torchrun_distill
 
 ON_CPU = os.environ.get("MMT_ARD_CUDA_TESTS_ON_CPU") == "1"
 # skipped at collection, so that no fixture (the ViT-L-14 stand-ins) is built only to be skipped
@@ -199,25 +195,7 @@ def test_distill_export_and_evaluate_on_the_device(gpu, tmp_path):
 def test_torchrun_on_the_device(gpu, tmp_path):
     """One process per GPU (NCCL); with one GPU a single process under torchrun (no process group)."""
     procs = max(1, min(2, torch.cuda.device_count())) if gpu.type == "cuda" else 2
-    src = str(Path(mmt_ard.__file__).resolve().parents[1])
-    env = {**os.environ, "PYTHONPATH": src, "OMP_NUM_THREADS": "1"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        str(procs),
-        "-m",
-        "mmt_ard.cli.main",
-        "distill",
-        "--output",
-        str(tmp_path / "run"),
-        *TINY,
-        "optim.steps=2",
-        f"loop.device={gpu.type}",
-        "eval.limit=16",
-    ]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    extra = [*TINY, "optim.steps=2", f"loop.device={gpu.type}", "eval.limit=16"]
+    done = torchrun_distill(tmp_path / "run", *extra, nproc=procs)
     assert done.returncode == 0, done.stderr[-3000:]
     assert (tmp_path / "run" / "student" / "open_clip_model.safetensors").exists()

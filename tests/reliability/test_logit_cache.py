@@ -11,10 +11,7 @@ from __future__ import annotations
 import errno
 import json
 import multiprocessing as mp
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,12 +19,11 @@ import pytest
 import torch
 from PIL import Image
 
-import mmt_ard
 from mmt_ard.data import readable
 from mmt_ard.distill.logit_cache import CleanLogitCache
 from mmt_ard.distill.run import run_distill
 from tests.distributed.test_distributed import checkpoint_model, max_difference
-from tests.helpers import tiny_cfg
+from tests.helpers import tiny_cfg, torchrun_distill
 
 # 32 images, a global batch of 8: 4 steps per epoch, 2 epochs
 EPOCHS = [
@@ -63,28 +59,9 @@ def test_every_rank_hits_from_the_second_epoch_on(tmp_path):
     (Ranks sharing one directory fill one file together: the same exchange, plus two writers of one
     file, which test_two_processes_filling_one_new_cache_never_flag_a_row_without_its_logits covers.)
     """
-    src = str(Path(mmt_ard.__file__).resolve().parents[1])
-    env = {**os.environ, "PYTHONPATH": src, "OMP_NUM_THREADS": "1"}
     cache = str(tmp_path / "cache" / "node${LOCAL_RANK}")  # expanded by each rank
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "-m",
-        "mmt_ard.cli.main",
-        "distill",
-        "--output",
-        str(tmp_path / "two"),
-        "student.arch=mmt-vit-s",
-        "teacher_clean.arch=mmt-rn-s",
-        "teacher_adv.arch=mmt-vit-s",
-        *EPOCHS,
-        f"fast.cache_dir={cache}",
-    ]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    arch = ["student.arch=mmt-vit-s", "teacher_clean.arch=mmt-rn-s", "teacher_adv.arch=mmt-vit-s"]
+    done = torchrun_distill(tmp_path / "two", *arch, *EPOCHS, f"fast.cache_dir={cache}")
     assert done.returncode == 0, done.stderr[-3000:]
     hits = hits_per_step(tmp_path / "two")  # the mean over both ranks of each rank's hit rate
     assert [hits[s] for s in (1, 2, 3, 4)] == [0.0] * 4  # epoch 1: cold
